@@ -1,0 +1,304 @@
+"""The four token mixers of SwiftFormer's Fig. 2, one interface, and their analytic costs.
+
+Papers: SwiftFormer (Shaker et al., ICCV 2023, arXiv 2303.15446), MobileViTv2 (Mehta & Rastegari,
+arXiv 2206.02680), XCiT (El-Nouby et al., 2021) / EdgeNeXt (Maaz et al., 2022).
+
+Shape glossary (used across swiftlib)::
+
+    B  batch            N  tokens (H * W for a feature map)     D  channels (embedding dim)
+    h  heads            d' = D / h, channels per head
+    B, N, D  token tensors            B, C, H, W  feature maps (C == D)
+
+Every class here maps ``x: [B, N, D] -> [B, N, D]`` and is permutation-equivariant over tokens:
+
+=====================  =======================================  ==========================
+variant (``VARIANTS``)  class                                    cost in N
+=====================  =======================================  ==========================
+``"self"``             :class:`SelfAttention` (Fig. 2a)          O(N^2 D)
+``"transposed"``       :class:`TransposedAttention` (Fig. 2b)    O(N D^2 / h)
+``"separable"``        :class:`SeparableAttention` (Fig. 2c)     O(N D)
+``"additive"``         :class:`EfficientAdditiveAttention` (2d)  O(N D)
+=====================  =======================================  ==========================
+
+``forward(x, return_attn=True)`` also returns what each mixer "looks at" (see each class); the
+default path computes nothing extra.
+
+Counting convention (stated once, used everywhere in swiftlib): **1 MAC = one multiply-add**. The
+analytic ``macs()`` counts the multiply-adds of matrix products only -- linear layers (weights, not
+biases), ``Q K^T``-style products and weighted sums over tokens -- which is what fvcore reports and
+what the paper's GMACs are. ``torch.utils.flop_counter`` reports FLOPs = 2 x MACs. Elementwise work
+(normalisation, softmax, activations, residual adds) is not in ``macs()``;
+:mod:`swiftlib.flops` counts it separately.
+
+``activation_memory()`` counts the elements of the intermediate tensors one forward materialises
+(inputs and outputs excluded), times ``bytes_per_element``: the analytic side of the measured peak
+memory in :mod:`swiftlib.bench`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "SelfAttention",
+    "TransposedAttention",
+    "SeparableAttention",
+    "EfficientAdditiveAttention",
+    "VARIANTS",
+    "build_attention",
+    "attention_macs",
+    "attention_memory",
+]
+
+
+def _check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
+    """Raise a ValueError naming the expected ``[B, N, D]`` shape if ``x`` does not have it."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor of shape [B, N, {dim}], got {type(x).__name__}")
+    if x.dim() != 3:
+        hint = " (a [B, C, H, W] map? flatten it: x.flatten(2).transpose(1, 2))" if x.dim() == 4 else ""
+        raise ValueError(
+            f"{name} expects tokens of shape [B, N, D] with D={dim}; got rank {x.dim()} "
+            f"shape {tuple(x.shape)}{hint}")
+    if x.shape[-1] != dim:
+        raise ValueError(
+            f"{name} expects tokens of shape [B, N, D] with D={dim}; got last dimension "
+            f"{x.shape[-1]} (shape {tuple(x.shape)})")
+
+
+def _check_heads(dim: int, num_heads: int, name: str) -> None:
+    if dim <= 0 or num_heads <= 0:
+        raise ValueError(f"{name}: dim and num_heads must be positive, got dim={dim}, num_heads={num_heads}")
+    if dim % num_heads:
+        raise ValueError(
+            f"{name}: dim={dim} is not divisible by num_heads={num_heads}; tokens of shape [B, N, D] "
+            f"are split into heads of D / num_heads channels")
+
+
+def _l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=dim, eps=eps)`` in three kernels: x * rsqrt(max(sum x^2, eps^2))."""
+    return x * x.square().sum(dim, keepdim=True).clamp_min(eps * eps).rsqrt()
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, SwiftFormer Fig. 2a (Vaswani et al.).
+
+    ``Q, K, V = x W_qkv`` (per head ``d' = D / h`` channels),
+    ``out = concat_h softmax(Q_h K_h^T / sqrt(d')) V_h  W_o``.
+
+    Shapes: ``x [B, N, D] -> [B, N, D]``; attention map ``[B, h, N, N]``.
+    ``forward(x, return_attn=True)`` returns ``(out, attn)`` with that map (rows sum to 1).
+    Parameters are laid out like ``nn.MultiheadAttention``: ``qkv`` holds ``in_proj_weight``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = True):
+        super().__init__()
+        _check_heads(dim, num_heads, type(self).__name__)
+        self.dim, self.num_heads = dim, num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        _check_tokens(x, self.dim, type(self).__name__)
+        B, N, D = x.shape
+        h, dh = self.num_heads, self.head_dim
+        qkv = self.qkv(x).reshape(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)  # [B, N, 3D] -> [3, B, h, N, d']
+        q, k, v = qkv.unbind(0)                                             # each [B, h, N, d']
+        if return_attn:
+            attn = (q @ k.transpose(-2, -1) * dh ** -0.5).softmax(dim=-1)   # [B, h, N, N]
+            out = attn @ v                                                  # [B, h, N, d']
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)                   # [B, h, N, d']
+        out = self.proj(out.transpose(1, 2).reshape(B, N, D))               # [B, h, N, d'] -> [B, N, D]
+        return (out, attn) if return_attn else out
+
+    @staticmethod
+    def macs(n: int, d: int, heads: int = 1) -> int:
+        """qkv 3nD^2 + QK^T n^2 D + AV n^2 D + proj nD^2 (independent of the head count)."""
+        return 4 * n * d * d + 2 * n * n * d
+
+    @staticmethod
+    def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """qkv (3nD) + scores and softmax (2 h n^2) + context (nD)."""
+        return batch * bytes_per_element * (3 * n * d + 2 * heads * n * n + n * d)
+
+
+class TransposedAttention(nn.Module):
+    """Transposed ("cross-covariance") attention, SwiftFormer Fig. 2b: EdgeNeXt's STDA / XCiT's XCA.
+
+    Per head, with ``Q_h, K_h, V_h`` of shape ``[N, d']`` and columns L2-normalised over tokens:
+    ``out_h = V_h softmax(tau_h * Khat_h^T Qhat_h)`` -- a ``d' x d'`` map across channels, so the cost
+    is linear in N. ``tau_h`` is a learnable temperature per head (initialised to 1), the
+    replacement for ``1 / sqrt(d)``.
+
+    Shapes: ``x [B, N, D] -> [B, N, D]``; channel map ``[B, h, d', d']``.
+    ``forward(x, return_attn=True)`` returns ``(out, attn)`` with that map (rows sum to 1).
+    Parameter names follow ``timm.models.xcit.XCA`` (``qkv``, ``temperature``, ``proj``).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = True):
+        super().__init__()
+        _check_heads(dim, num_heads, type(self).__name__)
+        self.dim, self.num_heads = dim, num_heads
+        self.head_dim = dim // num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        _check_tokens(x, self.dim, type(self).__name__)
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv.unbind(0)                                  # [B, N, 3D] -> 3 x [B, h, d', N]
+        q = _l2_normalize(q, dim=-1)                             # unit norm over tokens
+        k = _l2_normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # [B, h, d', d']
+        out = (attn @ v).permute(0, 3, 1, 2).reshape(B, N, D)   # [B, h, d', N] -> [B, N, D]
+        out = self.proj(out)
+        return (out, attn) if return_attn else out
+
+    @staticmethod
+    def macs(n: int, d: int, heads: int = 1) -> int:
+        """qkv 3nD^2 + Q^T K and AV each n D^2 / h + proj nD^2."""
+        return 4 * n * d * d + 2 * n * d * d // heads
+
+    @staticmethod
+    def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """qkv (3nD) + normalised q, k (2nD) + scores and softmax (2 D^2 / h) + context (nD)."""
+        return batch * bytes_per_element * (6 * n * d + 2 * d * d // heads)
+
+
+class SeparableAttention(nn.Module):
+    """Separable self-attention of MobileViTv2, SwiftFormer Fig. 2c.
+
+    ``[I | K | V] = x W_qkv`` with ``I`` one column, ``c = softmax_N(I)`` (context scores, ``[N]``),
+    ``c_v = sum_i c_i K_i`` (context vector, ``[D]``), ``out = (ReLU(V) * c_v) W_o``.
+
+    Shapes: ``x [B, N, D] -> [B, N, D]``; context scores ``[B, N]``.
+    ``forward(x, return_attn=True)`` returns ``(out, scores)`` (scores sum to 1 over tokens).
+    Parameter names follow ``timm.models.mobilevit.LinearSelfAttention`` (``qkv_proj``,
+    ``out_proj``), as linear layers instead of its 1x1 convolutions.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, bias: bool = True):
+        super().__init__()
+        if num_heads != 1:
+            raise ValueError(f"SeparableAttention has a single context vector (num_heads=1), got num_heads={num_heads}")
+        _check_heads(dim, 1, type(self).__name__)
+        self.dim = dim
+        self.qkv_proj = nn.Linear(dim, 1 + 2 * dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        _check_tokens(x, self.dim, type(self).__name__)
+        D = self.dim
+        query, key, value = self.qkv_proj(x).split([1, D, D], dim=-1)  # [B, N, 1 + 2D] -> [B, N, 1], 2 x [B, N, D]
+        scores = query.softmax(dim=1)                                  # [B, N, 1], sums to 1 over N
+        context = scores.transpose(1, 2) @ key                         # [B, 1, N] @ [B, N, D] -> [B, 1, D]
+        out = self.out_proj(F.relu(value) * context)                   # broadcast over tokens
+        return (out, scores.squeeze(-1)) if return_attn else out
+
+    @staticmethod
+    def macs(n: int, d: int, heads: int = 1) -> int:
+        """qkv_proj nD(1 + 2D) + context nD + out_proj nD^2."""
+        return n * d * (1 + 2 * d) + n * d + n * d * d
+
+    @staticmethod
+    def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """qkv (n(1 + 2D)) + scores (n) + context (D) + ReLU(V) * c_v (2nD)."""
+        return batch * bytes_per_element * (n * (1 + 2 * d) + n + d + 2 * n * d)
+
+
+class EfficientAdditiveAttention(nn.Module):
+    """SwiftFormer's efficient additive attention, Fig. 2d / Eq. 4-6, as the released weights were trained.
+
+    ``Q = l2norm(x W_q)``, ``K = l2norm(x W_k)`` (per token), ``alpha = Q w_g / sqrt(D)`` (``[N]``),
+    ``a = alpha / ||alpha||_2`` (L2 over tokens -- the official code's fix of July 2023; the first
+    release applied a softmax to an ``[N, 1]`` tensor, which is all ones), ``G = sum_i a_i Q_i``
+    (global query, ``[D]``), ``out = final(Proj(G * K) + Q)``. ``final`` is an extra linear layer of
+    the official code, absent from Eq. 6. ``G`` is broadcast over tokens, never materialised.
+
+    Shapes: ``x [B, N, D] -> [B, N, D]``; token scores ``a`` ``[B, N]``.
+    ``forward(x, return_attn=True)`` returns ``(out, a)`` (``a`` has unit L2 norm over tokens).
+
+    The query and key projections are one fused ``qk`` linear layer. Official (``to_query``,
+    ``to_key``, ``Proj``) and timm (``to_query``, ``to_key``, ``proj``) state dicts load directly:
+    a load hook maps their keys.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1):
+        super().__init__()
+        if num_heads != 1:
+            raise ValueError(f"EfficientAdditiveAttention is single-head (num_heads=1), got num_heads={num_heads}")
+        _check_heads(dim, 1, type(self).__name__)
+        self.dim = dim
+        self.scale = dim ** -0.5
+        self.qk = nn.Linear(dim, 2 * dim)                 # [to_query; to_key]
+        self.w_g = nn.Parameter(torch.randn(dim, 1))
+        self.proj = nn.Linear(dim, dim)
+        self.final = nn.Linear(dim, dim)
+        self._register_load_state_dict_pre_hook(self._map_reference_keys)
+
+    @staticmethod
+    def _map_reference_keys(state_dict, prefix, *args):
+        """Key map for official/timm checkpoints: to_query + to_key -> qk, Proj -> proj."""
+        for kind in ("weight", "bias"):
+            q, k = f"{prefix}to_query.{kind}", f"{prefix}to_key.{kind}"
+            if q in state_dict and k in state_dict:
+                state_dict[f"{prefix}qk.{kind}"] = torch.cat([state_dict.pop(q), state_dict.pop(k)], dim=0)
+            old = f"{prefix}Proj.{kind}"
+            if old in state_dict:
+                state_dict[f"{prefix}proj.{kind}"] = state_dict.pop(old)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        _check_tokens(x, self.dim, type(self).__name__)
+        B, N, D = x.shape
+        qk = _l2_normalize(self.qk(x).view(B, N, 2, D), dim=-1)  # [B, N, 2D] -> [B, N, 2, D], unit rows
+        q, k = qk.unbind(2)                                     # each [B, N, D]
+        alpha = q @ (self.w_g * self.scale)                     # [B, N, D] @ [D, 1] -> [B, N, 1]
+        a = _l2_normalize(alpha, dim=1)                         # unit L2 norm over tokens
+        g = a.transpose(1, 2) @ q                               # [B, 1, N] @ [B, N, D] -> [B, 1, D]
+        out = self.final(self.proj(k * g) + q)                  # G broadcast over the N tokens
+        return (out, a.squeeze(-1)) if return_attn else out
+
+    @staticmethod
+    def macs(n: int, d: int, heads: int = 1) -> int:
+        """qk 2nD^2 + Q w_g nD + G = a^T Q nD + Proj nD^2 + final nD^2."""
+        return 4 * n * d * d + 2 * n * d
+
+    @staticmethod
+    def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
+        """qk and its normalised copy (4nD) + alpha, a (2n) + G (D) + G * K, Proj (2nD) + Proj + Q (nD)."""
+        return batch * bytes_per_element * (7 * n * d + 2 * n + d)
+
+
+VARIANTS: dict[str, type[nn.Module]] = {
+    "self": SelfAttention,
+    "transposed": TransposedAttention,
+    "separable": SeparableAttention,
+    "additive": EfficientAdditiveAttention,
+}
+
+
+def _variant(name: str) -> type[nn.Module]:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention {name!r}; choose one of {sorted(VARIANTS)}") from None
+
+
+def build_attention(name: str, dim: int, num_heads: int = 1, **kwargs) -> nn.Module:
+    """``VARIANTS[name](dim, num_heads, ...)`` with a clear error for an unknown name."""
+    return _variant(name)(dim, num_heads=num_heads, **kwargs)
+
+
+def attention_macs(name: str, n: int, d: int, heads: int = 1) -> int:
+    """Analytic multiply-accumulates of one forward of variant ``name`` on ``[1, n, d]`` tokens."""
+    return _variant(name).macs(n, d, heads)
+
+
+def attention_memory(name: str, n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
+    """Analytic bytes of intermediate activations of one forward of variant ``name``."""
+    return _variant(name).activation_memory(n, d, heads, batch=batch, bytes_per_element=bytes_per_element)

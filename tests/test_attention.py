@@ -1,0 +1,223 @@
+"""swiftlib.attention against independent references (torch's own MHA, timm's XCA,
+LinearSelfAttention and EfficientAdditiveAttention), plus properties every attention has."""
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from timm.models.mobilevit import LinearSelfAttention
+from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditive
+from timm.models.xcit import XCA
+from torch import nn
+
+import swiftlib.attention as A
+
+# (batch, tokens, dim, heads): N=1, prime and non-square token counts (5 x 7 = 35 map), SwiftFormer widths.
+SHAPES = [(2, 1, 8, 1), (3, 7, 48, 1), (2, 35, 56, 2), (1, 49, 64, 4), (2, 196, 48, 3)]
+VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
+
+
+def _heads(name, heads):
+    return heads if name in ("self", "transposed") else 1
+
+
+def _tokens(b, n, d, seed=0):
+    return torch.randn(b, n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_variants_registry():
+    assert sorted(A.VARIANTS) == ["additive", "self", "separable", "transposed"]
+    assert A.VARIANTS["additive"] is A.EfficientAdditiveAttention
+    with pytest.raises(ValueError, match="unknown attention 'linformer'"):
+        A.build_attention("linformer", 32)
+
+
+# --------------------------------------------------------------------------- reference equivalence
+@pytest.mark.parametrize("b,n,d,h", SHAPES)
+def test_self_attention_matches_torch_multihead_attention(b, n, d, h):
+    ours = A.SelfAttention(d, num_heads=h).eval()
+    ref = nn.MultiheadAttention(d, h, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.qkv.weight)
+        ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.proj.weight)
+        ref.out_proj.bias.copy_(ours.proj.bias)
+    x = _tokens(b, n, d)
+    with torch.no_grad():
+        expected, expected_attn = ref(x, x, x, need_weights=True, average_attn_weights=False)
+        out, attn = ours(x, return_attn=True)
+        torch.testing.assert_close(ours(x), expected)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(attn, expected_attn)
+
+
+@pytest.mark.parametrize("b,n,d,h", SHAPES)
+def test_transposed_attention_matches_timm_xca(b, n, d, h):
+    ref = XCA(d, num_heads=h, qkv_bias=True).eval()
+    with torch.no_grad():
+        ref.temperature.uniform_(0.5, 2.0)  # a trained temperature, not the all-ones init
+    ours = A.TransposedAttention(d, num_heads=h).eval()
+    ours.load_state_dict(ref.state_dict())
+    x = _tokens(b, n, d)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("b,n,d,h", SHAPES)
+def test_separable_attention_matches_timm_mobilevitv2(b, n, d, h):
+    ref = LinearSelfAttention(d).eval()  # 1x1 convs on unfolded maps [B, C, P, N]
+    ours = A.SeparableAttention(d).eval()
+    ours.load_state_dict({k: v.flatten(1) if v.dim() == 4 else v for k, v in ref.state_dict().items()})
+    x = _tokens(b, n, d)
+    with torch.no_grad():
+        expected = ref(x.transpose(1, 2).unsqueeze(2)).squeeze(2).transpose(1, 2)  # P = 1 patch pixel
+        torch.testing.assert_close(ours(x), expected)
+
+
+@pytest.mark.parametrize("b,n,d,h", SHAPES)
+@pytest.mark.parametrize("layout", ["timm", "official"])
+def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout):
+    ref = TimmAdditive(in_dims=d, token_dim=d).eval()
+    state = ref.state_dict()
+    if layout == "official":  # the official repo names the projection `Proj`
+        state = {k.replace("proj.", "Proj."): v for k, v in state.items()}
+    ours = A.EfficientAdditiveAttention(d).eval()
+    ours.load_state_dict(state)
+    x = _tokens(b, n, d)
+    with torch.no_grad():
+        expected = ref(x.transpose(1, 2).reshape(b, d, n, 1)).flatten(2).transpose(1, 2)  # map H=N, W=1
+        torch.testing.assert_close(ours(x), expected)
+
+
+def test_additive_attention_is_not_the_first_release_softmax():
+    """The March 2023 release softmaxed an [N, 1] tensor (all ones): a plain sum of queries.
+    The released checkpoints use the L2 normalisation over tokens; make sure the scores vary."""
+    _, a = A.EfficientAdditiveAttention(32)(_tokens(1, 20, 32), return_attn=True)
+    assert a.std() > 1e-3
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(1))
+
+
+# --------------------------------------------------------------------------- properties
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_permutation_equivariant_over_tokens(name):
+    m = A.build_attention(name, 48, num_heads=_heads(name, 4)).eval()
+    x = _tokens(2, 30, 48)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x[:, perm]), m(x)[:, perm])
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_independent_across_the_batch(name):
+    m = A.build_attention(name, 48, num_heads=_heads(name, 4)).eval()
+    x = _tokens(3, 25, 48)
+    y = x.clone()
+    y[1:] = _tokens(2, 25, 48, seed=7)  # change every sample but the first
+    with torch.no_grad():
+        out = m(x)
+        torch.testing.assert_close(m(y)[0], out[0])
+        torch.testing.assert_close(torch.cat([m(x[i:i + 1]) for i in range(3)]), out)
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("n", [1, 35])
+def test_forward_backward(name, n):
+    m = A.build_attention(name, 32, num_heads=_heads(name, 2))
+    x = _tokens(2, n, 32).requires_grad_()
+    out = m(x)
+    assert out.shape == (2, n, 32)
+    assert torch.isfinite(out).all()
+    (out.square().mean() + out.mean()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, f"{name}: {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_return_attn_is_free_of_side_effects_and_well_formed(name):
+    h = _heads(name, 2)
+    m = A.build_attention(name, 32, num_heads=h).eval()
+    x = _tokens(2, 12, 32)
+    with torch.no_grad():
+        out, attn = m(x, return_attn=True)
+        torch.testing.assert_close(out, m(x))
+    if name == "self":
+        assert attn.shape == (2, h, 12, 12)
+        torch.testing.assert_close(attn.sum(-1), torch.ones(2, h, 12))
+    elif name == "transposed":
+        assert attn.shape == (2, h, 16, 16)
+        torch.testing.assert_close(attn.sum(-1), torch.ones(2, h, 16))
+    elif name == "separable":
+        assert attn.shape == (2, 12)
+        torch.testing.assert_close(attn.sum(-1), torch.ones(2))
+    else:
+        assert attn.shape == (2, 12)
+        torch.testing.assert_close(attn.norm(dim=-1), torch.ones(2))
+
+
+# --------------------------------------------------------------------------- analytic costs
+class _ExplicitPath(nn.Module):
+    """Runs the attention's explicit-matmul path (fvcore has no handler for fused SDPA)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x, return_attn=True)[0]
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("b,n,d,h", [(1, 49, 48, 1), (2, 196, 64, 4), (1, 50, 96, 2), (1, 1, 16, 1)])
+def test_analytic_macs_equal_fvcore(name, b, n, d, h):
+    """fvcore counts linear (weights, not bias), matmul, bmm: the ops `macs()` counts. It counts
+    elementwise ops, softmax and normalisation as zero, and `macs()` leaves them out too."""
+    h = _heads(name, h)
+    m = A.build_attention(name, d, num_heads=h).eval()
+    fca = FlopCountAnalysis(_ExplicitPath(m), (_tokens(b, n, d),))
+    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    assert fca.total() == b * A.attention_macs(name, n, d, h)
+
+
+def test_self_attention_is_quadratic_and_the_others_linear_in_tokens():
+    for name in VARIANT_NAMES:
+        ratio = A.attention_macs(name, 8192, 64) / A.attention_macs(name, 1024, 64)
+        assert ratio == pytest.approx(8, rel=0.02) if name != "self" else ratio > 30
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_activation_memory_scales_with_batch_and_dtype(name):
+    one = A.attention_memory(name, 196, 64, 2 if name in ("self", "transposed") else 1)
+    assert one > 0
+    assert A.attention_memory(name, 196, 64, 2 if name in ("self", "transposed") else 1,
+                              batch=3, bytes_per_element=2) == one * 3 // 2
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_bad_input_names_expected_shape(name):
+    m = A.build_attention(name, 32)
+    with pytest.raises(ValueError, match=r"\[B, N, D\] with D=32.*rank 2"):
+        m(torch.randn(10, 32))
+    with pytest.raises(ValueError, match=r"rank 4.*flatten"):
+        m(torch.randn(1, 32, 4, 4))
+    with pytest.raises(ValueError, match=r"D=32.*last dimension 31"):
+        m(torch.randn(1, 10, 31))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        m([[0.0] * 32])
+
+
+@pytest.mark.parametrize("name", ["self", "transposed"])
+def test_dim_not_divisible_by_heads(name):
+    with pytest.raises(ValueError, match="dim=50 is not divisible by num_heads=3"):
+        A.build_attention(name, 50, num_heads=3)
+
+
+@pytest.mark.parametrize("name", ["separable", "additive"])
+def test_single_head_variants_reject_heads(name):
+    with pytest.raises(ValueError, match="num_heads=1"):
+        A.build_attention(name, 48, num_heads=4)
