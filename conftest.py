@@ -3,11 +3,10 @@
 nbval compares every stream a cell prints, stderr included. Warnings (coremltools on Linux, torch
 deprecations) and tqdm progress bars go to stderr and differ between machines, so stderr is
 dropped from both sides before nbval compares a cell: only stdout and rich outputs are checked.
+
+MPLBACKEND is deliberately left alone: the notebook kernels inherit this process's environment and
+need matplotlib's inline backend; the unit tests pick Agg themselves.
 """
-import os
-
-os.environ.setdefault("MPLBACKEND", "Agg")
-
 try:
     import nbval.plugin as _nbval_plugin
 except ImportError:  # nbval not installed: plain unit-test run

@@ -76,7 +76,10 @@ def _check_heads(dim: int, num_heads: int, name: str) -> None:
             f"are split into heads of D / num_heads channels")
 
 
-def _l2_normalize(x: torch.Tensor, dim: int, eps: float = 1e-12) -> torch.Tensor:
+_EPS = 1e-12  # F.normalize's default eps: x / max(||x||, eps)
+
+
+def _l2_normalize(x: torch.Tensor, dim: int, eps: float = _EPS) -> torch.Tensor:
     """``F.normalize(x, dim=dim, eps=eps)`` in three kernels: x * rsqrt(max(sum x^2, eps^2))."""
     return x * x.square().sum(dim, keepdim=True).clamp_min(eps * eps).rsqrt()
 
@@ -226,6 +229,14 @@ class EfficientAdditiveAttention(nn.Module):
     The query and key projections are one fused ``qk`` linear layer. Official (``to_query``,
     ``to_key``, ``Proj``) and timm (``to_query``, ``to_key``, ``proj``) state dicts load directly:
     a load hook maps their keys.
+
+    How the forward computes it (same function, same matrix products, fewer full-size passes):
+    the L2 normalisations are kept as per-token factors ``r_q = 1 / max(||x W_q + b_q||, eps)``
+    (``[B, N, 1]``, likewise ``r_k``) instead of normalised copies; ``alpha = r_q (Q_raw w_g)``,
+    ``G = (a r_q)^T Q_raw``; the row scaling commutes with ``Proj``:
+    ``Proj(G * K) = r_k ((G * K_raw) W_p^T) + b_p``; so ``out = final(r_k P + r_q Q_raw + b_p)``
+    with ``P = (G * K_raw) W_p^T``. Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND,
+    ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
     """
 
     def __init__(self, dim: int, num_heads: int = 1):
@@ -255,12 +266,16 @@ class EfficientAdditiveAttention(nn.Module):
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         _check_tokens(x, self.dim, type(self).__name__)
         B, N, D = x.shape
-        qk = _l2_normalize(self.qk(x).view(B, N, 2, D), dim=-1)  # [B, N, 2D] -> [B, N, 2, D], unit rows
-        q, k = qk.unbind(2)                                     # each [B, N, D]
-        alpha = q @ (self.w_g * self.scale)                     # [B, N, D] @ [D, 1] -> [B, N, 1]
-        a = _l2_normalize(alpha, dim=1)                         # unit L2 norm over tokens
-        g = a.transpose(1, 2) @ q                               # [B, 1, N] @ [B, N, D] -> [B, 1, D]
-        out = self.final(self.proj(k * g) + q)                  # G broadcast over the N tokens
+        qk = F.linear(x.reshape(B * N, D), self.qk.weight, self.qk.bias).view(B, N, 2 * D)  # [B*N, D] -> [B, N, 2D]
+        r = torch.linalg.vector_norm(qk.view(B, N, 2, D), dim=-1).clamp_min(_EPS).reciprocal()  # [B, N, 2]: 1/||q||, 1/||k||
+        r_q, r_k = r[..., :1], r[..., 1:]                        # each [B, N, 1]
+        q, k = qk[..., :D], qk[..., D:]                          # un-normalised, each [B, N, D] (views)
+        alpha = (q @ (self.w_g * self.scale)) * r_q              # [B, N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g / sqrt(D)
+        a = _l2_normalize(alpha, dim=1)                          # unit L2 norm over tokens
+        g = (a * r_q).transpose(1, 2) @ q                        # [B, 1, N] @ [B, N, D] -> [B, 1, D] = a^T Qhat
+        p = F.linear((k * g).view(B * N, D), self.proj.weight)   # [B, N, D] -> [B*N, D]: (G * K_raw) W_p^T
+        y = torch.addcmul(torch.addcmul(self.proj.bias, q, r_q), p.view(B, N, D), r_k)  # Proj(G * Khat) + Qhat
+        out = F.linear(y.view(B * N, D), self.final.weight, self.final.bias).view(B, N, D)  # [B*N, D] -> [B, N, D]
         return (out, a.squeeze(-1)) if return_attn else out
 
     @staticmethod
