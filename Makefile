@@ -5,6 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
+LAB_ARGS ?=
+# Jupyter refuses to run as root unless told to (containers, cloud VMs).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=900
 
 .PHONY: setup lab test test-unit test-notebooks clean
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
 
 test: setup
 	$(PY) -m pytest tests notebooks $(NBVAL) $(PYTEST_ARGS)
