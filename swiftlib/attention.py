@@ -236,7 +236,9 @@ class EfficientAdditiveAttention(nn.Module):
     ``G = (a r_q)^T Q_raw``; the row scaling commutes with ``Proj``:
     ``Proj(G * K) = r_k ((G * K_raw) W_p^T) + b_p``; so ``out = final(r_k P + r_q Q_raw + b_p)``
     with ``P = (G * K_raw) W_p^T``. Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND,
-    ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
+    ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`. :meth:`activation_memory` counts the
+    official algorithm's intermediates (7ND + 2N + D elements); this forward creates
+    5ND + 10N + 2D + 2 and holds at most four ``[B, N, D]`` tensors at once.
     """
 
     def __init__(self, dim: int, num_heads: int = 1):
@@ -266,16 +268,17 @@ class EfficientAdditiveAttention(nn.Module):
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         _check_tokens(x, self.dim, type(self).__name__)
         B, N, D = x.shape
-        qk = F.linear(x.reshape(B * N, D), self.qk.weight, self.qk.bias).view(B, N, 2 * D)  # [B*N, D] -> [B, N, 2D]
+        qk = self.qk(x.reshape(B * N, D))                        # [B*N, D] -> [B*N, 2D]
         r = torch.linalg.vector_norm(qk.view(B, N, 2, D), dim=-1).clamp_min(_EPS).reciprocal()  # [B, N, 2]: 1/||q||, 1/||k||
         r_q, r_k = r[..., :1], r[..., 1:]                        # each [B, N, 1]
-        q, k = qk[..., :D], qk[..., D:]                          # un-normalised, each [B, N, D] (views)
-        alpha = (q @ (self.w_g * self.scale)) * r_q              # [B, N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g / sqrt(D)
-        a = _l2_normalize(alpha, dim=1)                          # unit L2 norm over tokens
-        g = (a * r_q).transpose(1, 2) @ q                        # [B, 1, N] @ [B, N, D] -> [B, 1, D] = a^T Qhat
-        p = F.linear((k * g).view(B * N, D), self.proj.weight)   # [B, N, D] -> [B*N, D]: (G * K_raw) W_p^T
-        y = torch.addcmul(torch.addcmul(self.proj.bias, q, r_q), p.view(B, N, D), r_k)  # Proj(G * Khat) + Qhat
-        out = F.linear(y.view(B * N, D), self.final.weight, self.final.bias).view(B, N, D)  # [B*N, D] -> [B, N, D]
+        q, k = qk[:, :D], qk[:, D:]                              # un-normalised, each [B*N, D] (views)
+        alpha = torch.mm(q, self.w_g * self.scale).view(B, N, 1) * r_q  # [B*N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g / sqrt(D)
+        a = alpha / torch.linalg.vector_norm(alpha, dim=1, keepdim=True).clamp_min(_EPS)  # unit L2 norm over tokens
+        g = torch.bmm((a * r_q).transpose(1, 2), q.view(B, N, D))  # [B, 1, N] @ [B, N, D] -> [B, 1, D] = a^T Qhat
+        p = torch.mm((k.view(B, N, D) * g).view(B * N, D), self.proj.weight.t())  # [B*N, D]: P = (G * K_raw) W_p^T
+        y = torch.addcmul(self.proj.bias, q, r_q.view(B * N, 1)).addcmul_(p, r_k.view(B * N, 1))  # Qhat + b_p + r_k P
+        del qk, q, k, p                                          # free before the last product (peak memory)
+        out = self.final(y).view(B, N, D)                        # [B*N, D] -> [B, N, D]
         return (out, a.squeeze(-1)) if return_attn else out
 
     @staticmethod

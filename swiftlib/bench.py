@@ -1,0 +1,1152 @@
+"""Benchmarks: latency and peak memory of any module, machine info, atomic JSON, and the CLI.
+
+Core API (every subcommand builds on it):
+
+* :func:`time_module` -- latency of ``fn(*inputs)`` with ``torch.utils.benchmark`` (warm-up, then
+  median / IQR over timed blocks), threads recorded; :func:`time_interleaved` times several
+  callables in alternating rounds so that a shared, noisy machine slows all of them alike.
+* :func:`peak_memory` -- peak bytes of one forward. CUDA: ``torch.cuda.max_memory_allocated``
+  above the memory in use before the call. CPU: a ``TorchDispatchMode`` that tracks the storages
+  the ops of the call create (see :class:`LiveTensorMemory` for exactly what it counts).
+* :func:`machine_info` -- CPU model, cores, threads, torch/timm versions, GPU name.
+* :func:`write_json` -- atomic write (temporary file in the same folder + ``os.replace``).
+* :func:`fit_exponent` -- least-squares slope of ``log t`` against ``log n``.
+
+Command line: ``python -m swiftlib.bench <subcommand> ...``. Subcommands are registered with the
+:func:`command` decorator (see the comment above ``COMMANDS``); this module ships ``attention``.
+
+Every performance claim is a ratio against a peer timed in the same run, never an absolute time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import benchmark as tbench
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = [
+    "machine_info",
+    "resolve_device",
+    "time_module",
+    "time_interleaved",
+    "peak_memory",
+    "LiveTensorMemory",
+    "fit_exponent",
+    "write_json",
+    "command",
+    "COMMANDS",
+    "main",
+]
+
+
+# =================================================================== machine and device
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What a result depends on: CPU model, cores, torch threads, versions, GPU name (or None)."""
+    import timm
+
+    device = torch.device(device)
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "device": str(device),
+        "gpu_name": torch.cuda.get_device_name(device if device.type == "cuda" else 0) if cuda else None,
+        "cuda": torch.version.cuda if cuda else None,
+    }
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"`` or ``"cuda[:i]"``; a ValueError naming the problem if it is not usable here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:index]', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False on this machine")
+    return dev
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# =================================================================== latency
+def _stats(times_s: Sequence[float]) -> dict[str, Any]:
+    ts = sorted(times_s)
+    q = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else [ts[0]] * 3
+    return {"median_ms": 1e3 * q[1], "iqr_ms": 1e3 * (q[2] - q[0]), "runs": len(ts),
+            "min_ms": 1e3 * ts[0], "max_ms": 1e3 * ts[-1]}
+
+
+#: Clocks for the timers: wall time, or the CPU time of this process (all its threads). On a shared
+#: machine the CPU clock does not count the time the process waits for a core, so it is the
+#: steadier basis for ratios; it is meaningless for CUDA (the GPU's work is not CPU time).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _clock(name: str, device: torch.device) -> Callable[[], float]:
+    if name not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {name!r}")
+    if name == "cpu" and device.type != "cpu":
+        raise ValueError(f"clock='cpu' measures CPU time and cannot time device {device}; use clock='wall'")
+    return CLOCKS[name]
+
+
+def _time_one_call(fn: Callable, inputs: tuple, device: torch.device, clock: Callable[[], float]) -> float:
+    """Seconds of one call, synchronised. (``Timer.timeit(1)`` would add two warm-up calls to each.)"""
+    _sync(device)
+    t0 = clock()
+    fn(*inputs)
+    _sync(device)
+    return clock() - t0
+
+
+def _as_callable(fn_or_module: Callable | nn.Module) -> Callable:
+    if not callable(fn_or_module):
+        raise TypeError(f"expected a module or a callable, got {type(fn_or_module).__name__}")
+    return fn_or_module
+
+
+def time_module(fn_or_module: Callable | nn.Module, *inputs: Any, device: str | torch.device = "cpu",
+                min_run_time: float = 0.5, threads: int | None = None, warmup: int = 2,
+                max_seconds: float | None = None, clock: str = "wall") -> dict[str, Any]:
+    """Latency of ``fn_or_module(*inputs)`` under ``torch.no_grad()`` with ``torch.utils.benchmark``.
+
+    ``warmup`` untimed calls first; then ``Timer.blocked_autorange(min_run_time)``: each
+    measurement is the mean time of one block of calls. When one call takes so long that
+    ``max_seconds`` would allow fewer than 5 blocks, the point is timed as single calls instead
+    (``time.perf_counter`` around each synchronised call, at least 3 of them), so slow points
+    stay affordable.
+
+    ``clock``: ``"wall"`` (default) or ``"cpu"`` (process CPU time, see :data:`CLOCKS`).
+
+    Returns ``{"median_ms", "iqr_ms", "runs", "min_ms", "max_ms", "threads", "device", "clock"}``;
+    ``runs`` counts the timed measurements (blocks or single calls).
+    """
+    fn = _as_callable(fn_or_module)
+    dev = resolve_device(device)
+    clk = _clock(clock, dev)
+    if min_run_time <= 0:
+        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time}")
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    timer = tbench.Timer(stmt="fn(*inputs)", globals={"fn": fn, "inputs": inputs}, num_threads=threads, timer=clk)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(max(1, warmup)):
+                fn(*inputs)
+            _sync(dev)
+            one_call = (time.perf_counter() - t0) / max(1, warmup)
+            if max_seconds is not None and one_call * 5 > max_seconds:
+                reps = max(3, int(max_seconds / max(one_call, 1e-9)))
+                times = [_time_one_call(fn, inputs, dev, clk) for _ in range(reps)]
+            else:
+                budget = min_run_time if max_seconds is None else min(min_run_time, max_seconds)
+                times = list(timer.blocked_autorange(min_run_time=budget).times)
+    finally:
+        torch.set_num_threads(prev)
+    return {**_stats(times), "threads": threads, "device": str(dev), "clock": clock}
+
+
+def time_interleaved(fns: dict[str, Callable], *inputs: Any, device: str | torch.device = "cpu",
+                     rounds: int = 5, min_run_time: float = 0.5, threads: int | None = None,
+                     warmup: int = 2, max_seconds: float | None = None,
+                     clock: str = "wall") -> dict[str, dict[str, Any]]:
+    """Time several callables on the same inputs in ``rounds`` alternating rounds.
+
+    Each round gives every callable ``min_run_time / rounds`` seconds of ``blocked_autorange``
+    (the order alternates between rounds); the block times of all rounds are pooled before taking
+    median and IQR. On a shared machine, load that comes and goes then slows every contender alike,
+    so their ratio stays meaningful. A callable whose warm-up call shows that ``rounds`` blocks
+    would exceed ``max_seconds`` is timed as single synchronised calls in as many rounds
+    as the budget allows, at least 3 (and at most ``rounds``).
+
+    ``clock``: ``"wall"`` or ``"cpu"`` as in :func:`time_module`.
+
+    Returns ``{name: {"median_ms", "iqr_ms", "runs", "min_ms", "max_ms", "threads", "device", "clock"}}``.
+    """
+    if not fns:
+        raise ValueError("time_interleaved needs at least one callable")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if min_run_time <= 0:
+        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time}")
+    dev = resolve_device(device)
+    clk = _clock(clock, dev)
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    timers = {k: tbench.Timer(stmt="fn(*inputs)", globals={"fn": _as_callable(f), "inputs": inputs},
+                              num_threads=threads, timer=clk) for k, f in fns.items()}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    single_calls: dict[str, int] = {}  # name -> rounds in which it is timed as one call
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(max(1, warmup)):
+                    f(*inputs)
+                _sync(dev)
+                one_call = (time.perf_counter() - t0) / max(1, warmup)
+                if max_seconds is not None and one_call * rounds * 2 > max_seconds:
+                    single_calls[k] = min(rounds, max(3, int(max_seconds / max(one_call, 1e-9))))
+            for r in range(rounds):
+                order = list(timers) if r % 2 == 0 else list(reversed(timers))
+                for k in order:
+                    if k in single_calls:
+                        if r < single_calls[k]:
+                            times[k].append(_time_one_call(fns[k], inputs, dev, clk))
+                    else:
+                        times[k] += timers[k].blocked_autorange(min_run_time=min_run_time / rounds).times
+    finally:
+        torch.set_num_threads(prev)
+    return {k: {**_stats(v), "threads": threads, "device": str(dev), "clock": clock} for k, v in times.items()}
+
+
+# =================================================================== memory
+class LiveTensorMemory(TorchDispatchMode):
+    """Byte accounting of the storages that the ATen ops of a region create (CPU or any device).
+
+    Every tensor an op returns is looked at: if its storage was not seen before (not an input,
+    a parameter or an earlier result -- views share their base's storage), its ``nbytes`` are added
+    to ``live`` and to ``allocated``, and the storage is released when the last tensor viewing it is
+    garbage collected. ``peak`` is the maximum of ``live``. What it counts: tensors materialised
+    by ops, the region's output included. What it cannot see: workspaces a kernel allocates and
+    frees inside itself (e.g. the blocks of a fused attention kernel, oneDNN scratch buffers).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self.allocated = 0
+        self.count = 0
+        self._storages: dict[int, list] = {}  # key -> [nbytes, live tensor count]
+
+    def _release(self, key: int) -> None:
+        entry = self._storages.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self._storages[key]
+
+    def _track(self, t: torch.Tensor) -> None:
+        try:
+            st = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            return
+        if st.nbytes() == 0:
+            return
+        key = st.data_ptr()
+        entry = self._storages.get(key)
+        if entry is None:
+            if t._base is not None:
+                return  # a view of a tensor from outside the region (an input, a parameter)
+            entry = self._storages[key] = [st.nbytes(), 0]
+            self.live += st.nbytes()
+            self.allocated += st.nbytes()
+            self.count += 1
+            self.peak = max(self.peak, self.live)
+        entry[1] += 1
+        weakref.finalize(t, self._release, key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        seen_inputs = {a.untyped_storage().data_ptr() for a in _flat_tensors((args, kwargs))
+                       if a.untyped_storage().nbytes()}
+        for t in _flat_tensors(out):
+            if t.untyped_storage().data_ptr() in seen_inputs and t.untyped_storage().data_ptr() not in self._storages:
+                continue  # a view of (or in-place result on) an input or a parameter: not a new allocation
+            self._track(t)
+        return out
+
+
+def _flat_tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _flat_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _flat_tensors(v)]
+    return []
+
+
+def peak_memory(fn_or_module: Callable | nn.Module, *inputs: Any,
+                device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Peak bytes of one ``fn_or_module(*inputs)`` under ``torch.no_grad()``, above what was in use.
+
+    * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the
+      memory allocated before the call (inputs and weights); the allocator's view, workspaces included.
+    * CPU: :class:`LiveTensorMemory` (the CPU allocator keeps no statistics): peak live bytes of
+      the tensors the ops create, output included; kernel-internal workspaces are not seen.
+
+    Returns ``{"peak_bytes", "output_bytes", "method", "device"}`` (CPU adds ``"allocated_bytes"``,
+    the sum of all op-created storages, and ``"tensors"``).
+    """
+    fn = _as_callable(fn_or_module)
+    dev = resolve_device(device)
+    with torch.no_grad():
+        if dev.type == "cuda":
+            _sync(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            before = torch.cuda.memory_allocated(dev)
+            out = fn(*inputs)
+            _sync(dev)
+            peak = torch.cuda.max_memory_allocated(dev) - before
+            out_bytes = sum(t.untyped_storage().nbytes() for t in _flat_tensors(out))
+            return {"peak_bytes": int(peak), "output_bytes": int(out_bytes),
+                    "method": "torch.cuda.max_memory_allocated", "device": str(dev)}
+        mode = LiveTensorMemory()
+        with mode:
+            out = fn(*inputs)
+        out_bytes = sum(t.untyped_storage().nbytes() for t in _flat_tensors(out))
+        return {"peak_bytes": int(mode.peak), "allocated_bytes": int(mode.allocated),
+                "output_bytes": int(out_bytes), "tensors": mode.count,
+                "method": "TorchDispatchMode live-tensor accounting", "device": str(dev)}
+
+
+# =================================================================== fitting and files
+def fit_exponent(ns: Sequence[float], values: Sequence[float]) -> float:
+    """Least-squares slope of ``log(values)`` against ``log(ns)``: ``values ~ c * n**slope``."""
+    if len(ns) != len(values):
+        raise ValueError(f"fit_exponent needs as many values as sizes, got {len(ns)} sizes and {len(values)} values")
+    if len(ns) < 2:
+        raise ValueError(f"fit_exponent needs at least 2 points, got {len(ns)}")
+    if min(ns) <= 0 or min(values) <= 0:
+        raise ValueError("fit_exponent needs positive sizes and values (log-log fit)")
+    xs, ys = [math.log(n) for n in ns], [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("fit_exponent needs at least 2 distinct sizes")
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON atomically: a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 49,196,784, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+# =================================================================== subcommand registry
+# How to add a subcommand: append a section at the END of this file, headed by a comment line
+# "# ===...=== <name> (notebook NN)", with an options function and a run function:
+#
+#     def _models_args(p: argparse.ArgumentParser) -> None:           # the subcommand's own options
+#         p.add_argument("--variant", default="xs")
+#
+#     @command("models", help="latency of the SwiftFormer variants", arguments=_models_args)
+#     def _models_run(args: argparse.Namespace) -> dict:               # do the work, return a JSON-able dict
+#         ...
+#
+# ``main`` gives every subcommand the shared options --device (validated), --threads and --json,
+# calls the run function, adds machine info to the payload and writes it atomically when --json
+# is given. Build on the core API above (time_interleaved, peak_memory, machine_info, write_json).
+COMMANDS: dict[str, dict[str, Any]] = {}
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register ``fn(args) -> dict`` as ``python -m swiftlib.bench <name>``; ``arguments(parser)`` adds its options."""
+    def register(fn: Callable[[argparse.Namespace], dict]):
+        if name in COMMANDS:
+            raise ValueError(f"bench subcommand {name!r} is registered twice")
+        COMMANDS[name] = {"run": fn, "help": help, "arguments": arguments}
+        return fn
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m swiftlib.bench",
+                                     description="swiftlib benchmarks: latency and memory as ratios against peers")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.required = True
+    for name, spec in COMMANDS.items():
+        p = sub.add_parser(name, help=spec["help"], description=spec["help"])
+        p.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
+        p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current setting)")
+        p.add_argument("--json", type=Path, default=None, help="write the results here (atomic)")
+        if spec["arguments"] is not None:
+            spec["arguments"](p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse ``argv``, run the subcommand, return its payload (and write it with --json)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as e:
+        parser.error(str(e))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    threads_before = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    try:
+        result = COMMANDS[args.command]["run"](args)
+        machine = machine_info(args.device)  # while --threads is in effect
+    finally:
+        torch.set_num_threads(threads_before)
+    payload = {"command": args.command,
+               "argv": list(sys.argv[1:] if argv is None else argv),
+               "machine": machine,
+               "created_unix": round(started),
+               "wall_seconds": round(time.time() - started, 1),
+               **result}
+    if args.json is not None:
+        write_json(args.json, payload)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return payload
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is module ``__main__``; importing ``swiftlib.bench`` executes it
+    # once more, completely, so every subcommand section below registers before ``main`` runs.
+    import swiftlib.bench as _bench
+
+    _bench.main()
+
+
+# =================================================================== attention (notebook 02)
+# Sweeps the four attentions of swiftlib.attention over token counts n, with timm's
+# EfficientAdditiveAttention (on its native [B, C, H, W] input, H * W = n, same weights) as the peer.
+SWIFTFORMER_TOKENS_224 = (3136, 784, 196, 49)  # tokens per stage at 224 px: (224 / 4 / 2**i) ** 2
+
+
+def map_size(n: int) -> tuple[int, int]:
+    """``(H, W)`` with ``H * W = n`` and ``H <= W`` as close to square as possible (56 x 56 for 3136)."""
+    if n < 1:
+        raise ValueError(f"token count n must be >= 1, got {n}")
+    h = math.isqrt(n)
+    while n % h:
+        h -= 1
+    return h, n // h
+
+
+class TimmAdditiveOnTokens(nn.Module):
+    """timm's ``EfficientAdditiveAttention`` as the peer: ``forward(x_map)`` with ``x_map [B, C, H, W]``.
+
+    Built with ``in_dims = token_dim = D`` (as in SwiftFormer) and loaded with the state dict of a
+    swiftlib :class:`~swiftlib.attention.EfficientAdditiveAttention`, so both compute the same function.
+    """
+
+    def __init__(self, ours: nn.Module):
+        super().__init__()
+        from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditive
+
+        d = ours.dim
+        self.m = TimmAdditive(in_dims=d, token_dim=d)
+        qk_w, qk_b = ours.qk.weight.detach(), ours.qk.bias.detach()
+        self.m.load_state_dict({
+            "to_query.weight": qk_w[:d], "to_query.bias": qk_b[:d],
+            "to_key.weight": qk_w[d:], "to_key.bias": qk_b[d:],
+            "w_g": ours.w_g.detach(), "proj.weight": ours.proj.weight.detach(),
+            "proj.bias": ours.proj.bias.detach(), "final.weight": ours.final.weight.detach(),
+            "final.bias": ours.final.bias.detach()})
+
+    def forward(self, x_map: torch.Tensor) -> torch.Tensor:
+        return self.m(x_map)
+
+
+def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int = 1, device: str = "cpu",
+                    variants: Sequence[str] | None = None, min_run_time: float = 0.5, rounds: int = 5,
+                    max_seconds_per_point: float | None = 20.0, threads: int | None = None,
+                    memory: bool = True, peer: bool = True, seed: int = 0, progress: bool = True,
+                    clock: str = "wall", checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Latency (and peak memory) of each attention variant at each token count in ``ns``.
+
+    At every ``n`` the variants (and timm's additive attention, ``"timm_additive"``, when ``peer``)
+    are timed interleaved (:func:`time_interleaved`) on ``x [batch, n, d]`` (timm: the same
+    values as a ``[batch, d, H, W]`` map). ``heads`` applies to self and transposed attention.
+    Returns ``{"config", "points", "exponents", "ratios", ...}``; ``points`` is one dict per
+    (variant, n) with latency, ``peak_memory`` and the analytic MACs / activation bytes.
+
+    ``checkpoint``: a JSON file rewritten (atomically) after every ``n``; a sweep started again
+    with the same settings reuses the token counts it already holds (resume after an interruption).
+    """
+    from tqdm.auto import tqdm
+
+    from swiftlib.attention import VARIANTS, attention_macs, attention_memory, build_attention
+
+    dev = resolve_device(device)
+    variants = list(VARIANTS) if variants is None else list(variants)
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown attention variant {v!r}; choose from {sorted(VARIANTS)}")
+    ns = sorted(set(int(n) for n in ns))
+    if not ns or ns[0] < 1:
+        raise ValueError(f"token counts must be positive integers, got {ns}")
+    if d < 1 or batch < 1 or heads < 1:
+        raise ValueError(f"d, batch and heads must be >= 1, got d={d}, batch={batch}, heads={heads}")
+    if d % heads:
+        raise ValueError(f"d={d} is not divisible by heads={heads}")
+
+    def heads_of(v: str) -> int:
+        return heads if v in ("self", "transposed") else 1
+
+    config = {"n": ns, "d": d, "heads": heads, "batch": batch, "device": str(dev), "variants": variants,
+              "peer": "timm.models.swiftformer.EfficientAdditiveAttention" if peer else None,
+              "min_run_time": min_run_time, "rounds": rounds, "max_seconds_per_point": max_seconds_per_point,
+              "seed": seed, "clock": clock, "threads": torch.get_num_threads() if threads is None else threads,
+              "memory": memory}
+    points: list[dict[str, Any]] = []
+    checks: dict[str, float] = {}
+    done: set[int] = set()
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = json.loads(Path(checkpoint).read_text())
+        same = {k: v for k, v in saved.get("config", {}).items() if k != "n"} == \
+            {k: v for k, v in config.items() if k != "n"}
+        if same:
+            points = [p for p in saved["points"] if p["n"] in ns]
+            checks = {k: v for k, v in saved.get("peer_max_abs_diff", {}).items() if int(k) in ns}
+            done = {p["n"] for p in points}
+    bar = tqdm(ns, desc="attention sweep", disable=not progress)
+    for n in bar:
+        if n in done:
+            continue
+        torch.manual_seed(seed)
+        mods = {v: build_attention(v, d, num_heads=heads_of(v)).to(dev).eval() for v in variants}
+        x = torch.randn(batch, n, d, generator=torch.Generator().manual_seed(seed)).to(dev)
+        fns: dict[str, Callable] = {v: m for v, m in mods.items()}
+        inputs: dict[str, torch.Tensor] = {v: x for v in variants}
+        if peer:
+            ours = mods.get("additive") or build_attention("additive", d).to(dev).eval()
+            timm_m = TimmAdditiveOnTokens(ours.cpu()).to(dev).eval()
+            ours.to(dev)
+            h, w = map_size(n)
+            x_map = x.transpose(1, 2).reshape(batch, d, h, w).contiguous()  # [B, N, D] -> [B, D, H, W]
+            with torch.no_grad():
+                diff = (timm_m(x_map).flatten(2).transpose(1, 2) - ours(x)).abs().max().item()
+            checks[str(n)] = diff
+            fns["timm_additive"] = timm_m
+            inputs["timm_additive"] = x_map
+        # one input tuple for all: each callable picks its own tensor
+        wrapped = {k: (lambda f=f, k=k: f(inputs[k])) for k, f in fns.items()}
+        bar.set_postfix(n=n)
+        timing = time_interleaved(wrapped, device=dev, rounds=rounds, min_run_time=min_run_time,
+                                  threads=threads, max_seconds=max_seconds_per_point, clock=clock)
+        for k in fns:
+            v = "additive" if k == "timm_additive" else k
+            hk = heads_of(v)
+            point = {"variant": k, "n": n, "d": d, "heads": hk, "batch": batch, **timing[k],
+                     "analytic_macs": batch * attention_macs(v, n, d, hk),
+                     "analytic_activation_bytes": attention_memory(v, n, d, hk, batch=batch)}
+            if memory:
+                mem = peak_memory(fns[k], inputs[k], device=dev)
+                point.update({"peak_bytes": mem["peak_bytes"], "output_bytes": mem["output_bytes"],
+                              "memory_method": mem["method"]})
+            points.append(point)
+        if checkpoint is not None:
+            write_json(checkpoint, {"config": config, "points": points, "peer_max_abs_diff": checks})
+    points.sort(key=lambda p: p["n"])
+    return {"config": config,
+            "points": points,
+            "peer_max_abs_diff": checks,
+            "crossovers": sweep_crossovers(points) + sweep_crossovers(points, "peak_bytes"),
+            **summarize_sweep(points)}
+
+
+def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: int) -> tuple[dict, dict]:
+    by: dict[str, dict[int, float]] = {}
+    for p in points:
+        by.setdefault(p["variant"], {})[p["n"]] = p[key]
+    exponents = {}
+    for v, series in by.items():
+        ns = [n for n in sorted(series) if n >= fit_from]
+        exponents[v] = round(fit_exponent(ns, [series[n] for n in ns]), 3) if len(ns) >= 2 else None
+    ratios: dict[str, dict[str, float]] = {}
+    if "additive" in by:
+        for peer in ("timm_additive", "self"):
+            if peer in by:
+                ratios[f"additive_over_{peer}"] = {
+                    str(n): round(by["additive"][n] / by[peer][n], 4) for n in sorted(by["additive"]) if n in by[peer]}
+    return exponents, ratios
+
+
+def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
+    targets: dict[str, dict[str, Any]] = {}
+    r = ratios.get("additive_over_timm_additive", {}).get("3136")
+    if r is not None:
+        targets["additive_over_timm_at_3136"] = {"measured": r, "target": "<= 0.8", "met": r <= 0.8}
+    r = ratios.get("additive_over_self", {}).get("3136")
+    if r is not None:
+        targets["self_over_additive_at_3136"] = {"measured": round(1 / r, 2), "target": ">= 20", "met": 1 / r >= 20}
+    for v in ("transposed", "separable", "additive"):
+        if exponents.get(v) is not None:
+            targets[f"exponent_{v}"] = {"measured": exponents[v], "target": "<= 1.1", "met": exponents[v] <= 1.1}
+    return targets
+
+
+def summarize_sweep(points: Sequence[dict[str, Any]], fit_from: int = 196) -> dict[str, Any]:
+    """Fitted latency exponents (log-log slope over ``n >= fit_from``), ratios against the peers and
+    the performance targets, from the medians; the same from the fastest run of each point
+    (``*_min``), which on a shared machine is the least disturbed estimate of a kernel's cost."""
+    exponents, ratios = _exponents_and_ratios(points, "median_ms", fit_from)
+    out: dict[str, Any] = {"exponents": exponents, "exponent_fit_from_n": fit_from, "ratios": ratios,
+                           "targets": _targets(exponents, ratios)}
+    if all("min_ms" in p for p in points):
+        exponents_min, ratios_min = _exponents_and_ratios(points, "min_ms", fit_from)
+        out.update({"exponents_min": exponents_min, "ratios_min": ratios_min,
+                    "targets_min": _targets(exponents_min, ratios_min)})
+    return out
+
+
+def _attention_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=_int_list, default=[49, 196, 784, 3136, 12544],
+                   help="comma-separated token counts (default: 49,196,784,3136,12544)")
+    p.add_argument("--d", type=int, default=48, help="embedding dim D (default: 48, SwiftFormer's stage 1)")
+    p.add_argument("--heads", type=int, default=1, help="heads of self / transposed attention (default: 1)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--variants", default=None, help="comma-separated subset of self,transposed,separable,additive")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per variant and n")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per n")
+    p.add_argument("--max-seconds-per-point", type=float, default=20.0,
+                   help="time budget of one (variant, n); slower points are timed as 3+ single calls")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time (default) or process CPU time (steadier on a shared CPU machine)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    p.add_argument("--no-peer", action="store_true", help="skip timm's EfficientAdditiveAttention")
+    p.add_argument("--resume", action="store_true",
+                   help="keep partial results in <json>.partial after every n and reuse them when run again")
+
+
+@command("attention", help="latency, memory and scaling of the four attentions as tokens grow",
+         arguments=_attention_args)
+def _attention_run(args: argparse.Namespace) -> dict[str, Any]:
+    variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.resume and args.json is None:
+        raise SystemExit("--resume needs --json (the partial results are kept next to it)")
+    partial = Path(f"{args.json}.partial") if args.resume else None
+    result = attention_sweep(args.n, d=args.d, heads=args.heads, batch=args.batch, device=args.device,
+                             variants=variants, min_run_time=args.min_run_time, rounds=args.rounds,
+                             max_seconds_per_point=args.max_seconds_per_point, threads=args.threads,
+                             memory=not args.no_memory, peer=not args.no_peer, clock=args.clock,
+                             checkpoint=partial)
+    if partial is not None:
+        partial.unlink(missing_ok=True)  # main writes the complete file next
+    print(f"{'variant':>14} {'n':>6} {'median ms':>10} {'IQR ms':>8} {'runs':>5} {'peak MB':>8}")
+    for p in result["points"]:
+        mb = f"{p['peak_bytes'] / 2**20:8.2f}" if "peak_bytes" in p else f"{'-':>8}"
+        print(f"{p['variant']:>14} {p['n']:>6} {p['median_ms']:10.3f} {p['iqr_ms']:8.3f} {p['runs']:>5} {mb}")
+    print("exponents (n >= 196):", result["exponents"])
+    for k, r in result["ratios"].items():
+        print(f"{k}:", r)
+    for k, t in result["targets"].items():
+        tm = result.get("targets_min", {}).get(k)
+        extra = f"; from the fastest runs {tm['measured']}" if tm else ""
+        print(f"target {k}: measured {t['measured']} (target {t['target']}): {'met' if t['met'] else 'NOT met'}{extra}")
+    print("crossovers:", [(c["a"], c["b"], c["n"]) for c in sweep_crossovers(result["points"])])
+    return result
+
+
+def find_crossovers(ns: Sequence[float], a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Token counts where series ``a`` and ``b`` (measured at sizes ``ns``) cross.
+
+    Between two neighbouring sizes where ``a - b`` changes sign, the crossing is found by linear
+    interpolation of ``log(a / b)`` against ``log(n)`` (both curves are close to power laws).
+    A size where they are exactly equal counts once. Returns the crossings in increasing order.
+    """
+    if not (len(ns) == len(a) == len(b)):
+        raise ValueError(f"find_crossovers needs equal lengths, got {len(ns)} sizes, {len(a)} and {len(b)} values")
+    if min(list(a) + list(b), default=1) <= 0 or min(ns, default=1) <= 0:
+        raise ValueError("find_crossovers needs positive sizes and values (log scale)")
+    order = sorted(range(len(ns)), key=lambda i: ns[i])
+    xs = [math.log(ns[i]) for i in order]
+    rs = [math.log(a[i] / b[i]) for i in order]
+    out: list[float] = []
+    for i in range(len(xs)):
+        if rs[i] == 0 and (not out or out[-1] != math.exp(xs[i])):
+            out.append(math.exp(xs[i]))
+        if i + 1 < len(xs) and rs[i] * rs[i + 1] < 0:
+            t = rs[i] / (rs[i] - rs[i + 1])
+            out.append(math.exp(xs[i] + t * (xs[i + 1] - xs[i])))
+    return out
+
+
+def sweep_series(points: Sequence[dict[str, Any]], key: str = "median_ms") -> dict[str, tuple[list[int], list[float]]]:
+    """``{variant: (ns, values)}`` from a sweep's points, ``ns`` increasing."""
+    series: dict[str, dict[int, float]] = {}
+    for p in points:
+        if key in p:
+            series.setdefault(p["variant"], {})[p["n"]] = p[key]
+    return {v: (sorted(s), [s[n] for n in sorted(s)]) for v, s in series.items()}
+
+
+def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms") -> list[dict[str, Any]]:
+    """Every crossing of every pair of variants in a sweep (``{"a", "b", "n", "key"}``), by n."""
+    series = sweep_series(points, key)
+    names = list(series)
+    found = []
+    for i, va in enumerate(names):
+        for vb in names[i + 1:]:
+            common = sorted(set(series[va][0]) & set(series[vb][0]))
+            if len(common) < 2:
+                continue
+            ya = [series[va][1][series[va][0].index(n)] for n in common]
+            yb = [series[vb][1][series[vb][0].index(n)] for n in common]
+            found += [{"a": va, "b": vb, "n": round(n, 1), "key": key} for n in find_crossovers(common, ya, yb)]
+    return sorted(found, key=lambda c: c["n"])
+
+
+# =================================================================== train (notebook 04)
+# Training throughput of swiftlib.train's loop against a plain timm-style loop (same model, same
+# in-memory batches, same optimizer family, interleaved rounds), and data-loading throughput of a
+# JPEG folder against its uint8 cache. Both are ratios measured in the same run.
+class _SyntheticImages(torch.utils.data.Dataset):
+    """``n`` fixed random images ``[3, size, size]`` with labels ``i % classes``: no decoding, no transform."""
+
+    def __init__(self, n: int, size: int, classes: int = 10, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, size, size, generator=g)
+        self.targets = [i % classes for i in range(n)]
+        self.classes = [f"c{i}" for i in range(classes)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.images[i], self.targets[i]
+
+
+def _plain_loop_img_s(ds, batch: int, model_name: str, seed: int) -> float:
+    """The peer: DataLoader(shuffle) -> forward -> CE on both heads -> backward -> AdamW.step, timed like fit's epoch."""
+    from swiftlib.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(model_name, num_classes=len(ds.classes)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
+    seen, t0 = 0, time.perf_counter()
+    for x, y in loader:
+        head, head_dist = model(x)
+        loss = 0.5 * (nn.functional.cross_entropy(head, y) + nn.functional.cross_entropy(head_dist, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += x.shape[0]
+    return seen / (time.perf_counter() - t0)
+
+
+def _swiftlib_fit_img_s(ds, batch: int, model_name: str, seed: int, out: str) -> float:
+    """One epoch of :func:`swiftlib.train.fit` (subset recipe, no smoothing) on the same data; its own img/s."""
+    from swiftlib.train import fit
+
+    res = fit(train_dataset=ds, val_dataset=_SyntheticImages(batch, ds.images.shape[-1]), data="folder",
+              model=model_name, recipe="subset", epochs=1, batch_size=batch, smoothing=0.0, img_size=ds.images.shape[-1],
+              out=out, progress=False, seed=seed, device="cpu")
+    return res["history"][-1]["img_per_s"]
+
+
+def train_throughput(sizes: Sequence[int] = (64, 160, 224), batch: int = 16, steps: int = 4, rounds: int = 3,
+                     model_name: str = "swiftformer_xs") -> list[dict[str, Any]]:
+    """img/s of fit's loop and of the plain loop per image size, median of interleaved rounds, and their ratio."""
+    import tempfile as _tf
+
+    rows = []
+    for size in sizes:
+        ds = _SyntheticImages(batch * steps, size)
+        ours, plain = [], []
+        with _tf.TemporaryDirectory() as tmp:
+            for r in range(rounds):  # alternate the order so drift on a shared machine hits both alike
+                pair = [lambda: ours.append(_swiftlib_fit_img_s(ds, batch, model_name, r, tmp)),
+                        lambda: plain.append(_plain_loop_img_s(ds, batch, model_name, r))]
+                for fn in (pair if r % 2 == 0 else pair[::-1]):
+                    fn()
+        o, p = statistics.median(ours), statistics.median(plain)
+        rows.append({"img_size": size, "batch": batch, "steps_per_round": steps, "rounds": rounds,
+                     "swiftlib_img_s": round(o, 2), "plain_loop_img_s": round(p, 2), "ratio": round(o / p, 3),
+                     "swiftlib_rounds": [round(v, 2) for v in ours], "plain_rounds": [round(v, 2) for v in plain]})
+        print(f"train {model_name} {size}px: swiftlib {o:.1f} img/s, plain loop {p:.1f} img/s, "
+              f"ratio {o / p:.2f}", file=sys.stderr)
+    return rows
+
+
+def data_loading_throughput(img_size: int = 128, cache_size: int = 144, images: int = 300, jpeg_size=(500, 375),
+                            workers: int = 2, batch: int = 32, rounds: int = 3) -> dict[str, Any]:
+    """img/s of a DataLoader over a JPEG folder vs the same folder's uint8 cache, same training transform."""
+    import tempfile as _tf
+
+    from swiftlib import data as sdata
+
+    tf = sdata.build_transform(img_size, True)
+    with _tf.TemporaryDirectory() as tmp:
+        classes = [f"class{i}" for i in range(10)]
+        root = sdata.write_image_folder(Path(tmp) / "jpeg", classes, images // 10, size=jpeg_size, splits=("train",))
+        old = os.environ.get("SWIFTLIB_CACHE")
+        os.environ["SWIFTLIB_CACHE"] = str(Path(tmp) / "cache")
+        try:
+            jpeg = sdata.build_dataset("folder", root, "train", img_size, transform=tf)
+            t0 = time.perf_counter()
+            cached = sdata.build_dataset("folder", root, "train", img_size, transform=tf, cache=True,
+                                         cache_size=cache_size)
+            build_s = time.perf_counter() - t0
+        finally:
+            if old is None:
+                os.environ.pop("SWIFTLIB_CACHE", None)
+            else:
+                os.environ["SWIFTLIB_CACHE"] = old
+
+        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                                  persistent_workers=workers > 0)
+                   for k, ds in (("jpeg", jpeg), ("cache", cached))}
+
+        def rate(loader) -> float:  # one full pass over the folder, workers already running
+            t = time.perf_counter()
+            n = sum(x.shape[0] for x, _ in loader)
+            return n / (time.perf_counter() - t)
+
+        for loader in loaders.values():  # warm-up pass: start the workers, fill the page cache
+            rate(loader)
+        js, cs = [], []
+        for r in range(rounds):
+            for name in (("jpeg", "cache") if r % 2 == 0 else ("cache", "jpeg")):
+                (js if name == "jpeg" else cs).append(rate(loaders[name]))
+        del loaders
+
+        def load_rate(ds) -> float:  # decode (JPEG) or read (cache) only, one process, no transform
+            t = time.perf_counter()
+            for i in range(len(ds)):
+                ds.load(i)
+            return len(ds) / (time.perf_counter() - t)
+
+        lj, lc = [], []
+        for r in range(rounds):
+            for name in (("jpeg", "cache") if r % 2 == 0 else ("cache", "jpeg")):
+                (lj if name == "jpeg" else lc).append(load_rate(jpeg if name == "jpeg" else cached))
+    j, c = statistics.median(js), statistics.median(cs)
+    load_j, load_c = statistics.median(lj), statistics.median(lc)
+    print(f"data loading: JPEG {j:.0f} img/s, uint8 cache {c:.0f} img/s, ratio {c / j:.1f} "
+          f"(image access only: ratio {load_c / load_j:.1f})", file=sys.stderr)
+    return {"images": len(jpeg), "jpeg_size_wh": list(jpeg_size), "img_size": img_size, "cache_size": cache_size,
+            "workers": workers, "batch": batch, "rounds": rounds, "jpeg_img_s": round(j, 1), "cache_img_s": round(c, 1),
+            "ratio": round(c / j, 2), "cache_build_seconds": round(build_s, 2),
+            "jpeg_rounds": [round(v, 1) for v in js], "cache_rounds": [round(v, 1) for v in cs],
+            "load_only": {"jpeg_img_s": round(load_j, 1), "cache_img_s": round(load_c, 1),
+                          "ratio": round(load_c / load_j, 1),
+                          "what": "image access without the transform: JPEG decode + RGB vs uint8 memmap row"},
+            "note": "synthetic noisy JPEGs (quality 90) decode slower than typical photos of the same size"}
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", type=_int_list, default=[64, 160, 224], help="training image sizes (default 64,160,224)")
+    p.add_argument("--model", default="swiftformer_xs")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=4, help="optimizer steps per timed round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--data-images", type=int, default=300, help="JPEGs in the data-loading comparison")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--skip-data", action="store_true", help="only the training-loop comparison")
+    p.add_argument("--skip-train", action="store_true", help="only the data-loading comparison")
+
+
+@command("train", help="training img/s of swiftlib.train vs a plain loop; data loading JPEG vs uint8 cache",
+         arguments=_train_args)
+def _train_run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.device != "cpu":
+        raise SystemExit("bench train compares CPU loops; on GPU use python -m swiftlib.train (AMP, channels_last)")
+    rows = [] if args.skip_train else train_throughput(args.sizes, args.batch, args.steps, args.rounds, args.model)
+    out = {"model": args.model, "train": rows,
+           "goals": {"train_ratio_min": 1.0, "data_ratio_min": 5.0},
+           "threads": torch.get_num_threads()}
+    if not args.skip_data:
+        out["data"] = data_loading_throughput(images=args.data_images, workers=args.workers)
+    return out
+
+
+# =================================================================== models (notebook 03)
+# SwiftFormer end to end: swiftlib (unfused, fused, torch.compile, ONNX Runtime) against timm's
+# swiftformer_* on the same weights, the attention-swap ablation, and peers from timm / torchvision.
+# Every latency of one batch size comes from one interleaved run, so the ratios are what to read.
+MODEL_PEERS: dict[str, dict[str, Any]] = {
+    "mobilevitv2_100@256": {"library": "timm", "name": "mobilevitv2_100", "img": 256, "paper": "MobileViT-v2 x1.0"},
+    "mobilevitv2_100@224": {"library": "timm", "name": "mobilevitv2_100", "img": 224, "paper": "MobileViT-v2 x1.0"},
+    "efficientformer_l1": {"library": "timm", "name": "efficientformer_l1", "img": 224, "paper": "EfficientFormer-L1"},
+    "mobilenet_v2": {"library": "torchvision", "name": "mobilenet_v2", "img": 224, "paper": "MobileNet-v2 x1.0"},
+}
+SWIFTFORMER_PAPER_NAMES = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": "SwiftFormer-S",
+                           "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
+
+
+def _fvcore_gmacs(model: nn.Module, img: int) -> float:
+    """fvcore's default count (the paper's convention) of one 1 x 3 x img x img forward, in GMACs."""
+    from fvcore.nn import FlopCountAnalysis
+
+    fca = FlopCountAnalysis(model.eval(), (torch.zeros(1, 3, img, img),))
+    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return fca.total() / 1e9
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _build_peer(key: str) -> nn.Module:
+    spec = MODEL_PEERS[key]
+    if spec["library"] == "torchvision":
+        import torchvision
+
+        return getattr(torchvision.models, spec["name"])(weights=None).eval()
+    import timm
+
+    return timm.create_model(spec["name"], pretrained=False).eval()
+
+
+def _onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
+    """Export ``model`` (eval, CPU) to ONNX in memory and return a callable running it in ONNX Runtime."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        # idle ORT threads spin by default and would steal the CPU from the contenders timed after it
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {"images": x.numpy()}
+    return lambda: sess.run(None, feed)[0]
+
+
+def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 32), img: int = 224,
+                     device: str = "cpu", peers: Sequence[str] | None = None, ablation: bool = True,
+                     compile: bool = True, onnx: bool = True, rounds: int = 5, min_run_time: float = 2.0,
+                     max_seconds: float = 60.0, threads: int | None = None, seed: int = 0,
+                     progress: bool = True) -> dict[str, Any]:
+    """Latency of swiftlib's SwiftFormer against timm's on the same (random, seeded) weights.
+
+    Contenders at every batch size, timed interleaved (:func:`time_interleaved`):
+    ``timm`` (timm's ``name``, eager), ``swiftlib`` (unfused eager), ``swiftlib_fused`` (the
+    default :func:`~swiftlib.models.fuse_for_inference`: folded BN / layer scales, channels_last),
+    ``swiftlib_fused_nchw`` (folding only), ``swiftlib_fused_compiled`` (``torch.compile`` of the
+    fused model), ``swiftlib_fused_onnxruntime`` (the fused model exported to ONNX, CPU only); at
+    batch 1 also the ``peers`` (timm / torchvision, random weights) and, with ``ablation``, the
+    fused model with each attention of :data:`swiftlib.attention.VARIANTS` in all stages.
+    Each contender's logits are checked against timm's (``max_abs_diff_vs_timm``). Run the CLI as
+    ``OMP_WAIT_POLICY=PASSIVE python -m swiftlib.bench models ...``: with the compiled contender's
+    own OpenMP threads spinning between calls, eager latencies on a 2-core machine become erratic.
+    Returns ``{"config", "models", "latency", "ratios"}``.
+    """
+    import timm
+    from tqdm.auto import tqdm
+
+    from swiftlib.attention import VARIANTS
+    from swiftlib.models import MODEL_NAMES, create_model, fuse_for_inference, load_checkpoint
+    from swiftlib.models.costs import swiftformer_macs
+
+    dev = resolve_device(device)
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    peers = list(MODEL_PEERS) if peers is None else list(peers)
+    for p in peers:
+        if p not in MODEL_PEERS:
+            raise ValueError(f"unknown peer {p!r}; choose from {sorted(MODEL_PEERS)}")
+    batches = sorted(set(int(b) for b in batches))
+    if not batches or batches[0] < 1:
+        raise ValueError(f"batch sizes must be positive, got {batches}")
+    threads = torch.get_num_threads() if threads is None else threads
+
+    torch.manual_seed(seed)
+    ref = timm.create_model(name, pretrained=False).eval()
+    with torch.no_grad():  # trained-looking BN statistics, so that folding them is not a no-op
+        g = torch.Generator().manual_seed(seed)
+        for m in ref.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+    ours = create_model(name).eval()
+    load_checkpoint(ours, ref.state_dict())
+    fused = fuse_for_inference(ours)
+    fused_nchw = fuse_for_inference(ours, channels_last=False)
+    models_info: dict[str, dict[str, Any]] = {}
+    info_bar = tqdm(total=2 + len(peers) + (len(VARIANTS) if ablation else 0), desc="params / GMACs",
+                    disable=not progress)
+    models_info["timm"] = {"params": _n_params(ref), "gmacs": _fvcore_gmacs(ref, img), "img": img,
+                           "paper": SWIFTFORMER_PAPER_NAMES[name]}
+    info_bar.update()
+    models_info["swiftlib_fused"] = {"params": _n_params(fused), "gmacs": _fvcore_gmacs(fused_nchw, img), "img": img}
+    info_bar.update()
+    peer_models = {}
+    for p in peers:
+        peer_models[p] = _build_peer(p)
+        models_info[p] = {"params": _n_params(peer_models[p]), "gmacs": _fvcore_gmacs(peer_models[p], MODEL_PEERS[p]["img"]),
+                          "img": MODEL_PEERS[p]["img"], "paper": MODEL_PEERS[p]["paper"],
+                          "source": f"{MODEL_PEERS[p]['library']}.{MODEL_PEERS[p]['name']}"}
+        info_bar.update()
+    ablation_models = {}
+    if ablation:
+        for v in VARIANTS:
+            torch.manual_seed(seed)
+            m = create_model(name, attention=v).eval()
+            ablation_models[f"ablation_{v}"] = fuse_for_inference(m)
+            models_info[f"ablation_{v}"] = {
+                "params": _n_params(m), "gmacs": _fvcore_gmacs(m, img), "img": img, "attention": v,
+                # fvcore's default handlers skip scaled_dot_product_attention; the analytic count does not
+                "analytic_gmacs": swiftformer_macs(name, img, attention=v)["total"] / 1e9}
+            info_bar.update()
+    info_bar.close()
+
+    latency: dict[str, dict[str, Any]] = {}
+    checks: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    for b in tqdm(batches, desc="batch sizes", disable=not progress):
+        x = torch.randn(b, 3, img, img, generator=torch.Generator().manual_seed(seed))
+        contenders: dict[str, tuple[nn.Module | Callable, torch.Tensor | None]] = {
+            "timm": (ref, x), "swiftlib": (ours, x), "swiftlib_fused": (fused, x), "swiftlib_fused_nchw": (fused_nchw, x)}
+        if compile:
+            try:
+                compiled = torch.compile(fused)
+                with torch.no_grad():
+                    compiled(x)
+                contenders["swiftlib_fused_compiled"] = (compiled, x)
+            except Exception as e:  # no compiler toolchain etc.: record, keep going
+                errors[f"compile@{b}"] = f"{type(e).__name__}: {e}"[:500]
+        if onnx and dev.type == "cpu":
+            try:
+                contenders["swiftlib_fused_onnxruntime"] = (_onnx_session(fused_nchw, x, threads), None)
+            except Exception as e:
+                errors[f"onnx@{b}"] = f"{type(e).__name__}: {e}"[:500]
+        if b == 1:
+            for p, m in peer_models.items():
+                s = MODEL_PEERS[p]["img"]
+                contenders[p] = (m, torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(seed)))
+            for k, m in ablation_models.items():
+                contenders[k] = (m, x)
+        moved = {}
+        for k, (m, xx) in contenders.items():
+            if isinstance(m, nn.Module):
+                m.to(dev)
+            moved[k] = (m, None if xx is None else xx.to(dev))
+        with torch.no_grad():
+            expected = ref(x.to(dev)).float().cpu()
+            for k in ("swiftlib", "swiftlib_fused", "swiftlib_fused_nchw", "swiftlib_fused_compiled",
+                      "swiftlib_fused_onnxruntime"):
+                if k in moved:
+                    m, xx = moved[k]
+                    out = m() if xx is None else m(xx)
+                    out = torch.as_tensor(out).float().cpu()
+                    checks.setdefault(str(b), {})[k] = float((out - expected).abs().max())
+        fns = {k: (m if xx is None else (lambda m=m, xx=xx: m(xx))) for k, (m, xx) in moved.items()}
+        timing = time_interleaved(fns, device=dev, rounds=rounds, min_run_time=min_run_time, threads=threads,
+                                  max_seconds=max_seconds)
+        latency[str(b)] = timing
+
+    ratios: dict[str, dict[str, float]] = {}
+    for b, t in latency.items():
+        base = t["timm"]["median_ms"]
+        ratios[b] = {f"{k}_over_timm": round(v["median_ms"] / base, 4) for k, v in t.items() if k != "timm"}
+    return {"config": {"model": name, "batches": batches, "img": img, "device": str(dev), "peers": peers,
+                       "ablation": ablation, "rounds": rounds, "min_run_time": min_run_time,
+                       "max_seconds": max_seconds, "seed": seed, "threads": threads,
+                       "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")},
+                       "weights": "random (seeded), timm's initialisation with random BN statistics; same weights "
+                                  "for timm and every swiftlib contender"},
+            "models": models_info, "latency": latency, "ratios": ratios,
+            "max_abs_diff_vs_timm": checks, "errors": errors,
+            "goal": {"swiftlib_fused_over_timm_at_batch_1_max": 0.8}}
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="swiftformer_xs", help="swiftformer_xs|s|l1|l3 (default: swiftformer_xs)")
+    p.add_argument("--batches", type=_int_list, default=[1, 32], help="comma-separated batch sizes (default: 1,32)")
+    p.add_argument("--img", type=int, default=224, help="image side in pixels (default: 224)")
+    p.add_argument("--peers", default=None, help=f"comma-separated subset of {','.join(MODEL_PEERS)} ('' for none)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the attention-swap ablation")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size")
+    p.add_argument("--min-run-time", type=float, default=2.0, help="seconds of timing per contender and batch size")
+    p.add_argument("--max-seconds", type=float, default=60.0,
+                   help="time budget per contender and batch size; slower ones are timed as 3+ single calls")
+
+
+@command("models", help="SwiftFormer latency: swiftlib (fused, compiled, ONNX Runtime) vs timm, ablation, peers",
+         arguments=_models_args)
+def _models_run(args: argparse.Namespace) -> dict[str, Any]:
+    peers = None if args.peers is None else [p.strip() for p in args.peers.split(",") if p.strip()]
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and not (args.no_compile and args.no_onnx):
+        # torch.compile's kernels bring a second OpenMP runtime; idle threads of one spin while the
+        # other works, which slows the eager contenders timed next to them several-fold.
+        print("note: run with OMP_WAIT_POLICY=PASSIVE (set before Python starts) for stable eager timings "
+              "next to torch.compile / ONNX Runtime", file=sys.stderr)
+    result = models_benchmark(args.model, batches=args.batches, img=args.img, device=args.device, peers=peers,
+                              ablation=not args.no_ablation, compile=not args.no_compile, onnx=not args.no_onnx,
+                              rounds=args.rounds, min_run_time=args.min_run_time, max_seconds=args.max_seconds,
+                              threads=args.threads)
+    print(f"{'contender':>28} {'batch':>5} {'median ms':>10} {'IQR ms':>8} {'runs':>5} {'/ timm':>7}")
+    for b, t in result["latency"].items():
+        for k, v in t.items():
+            ratio = result["ratios"][b].get(f"{k}_over_timm", 1.0)
+            print(f"{k:>28} {b:>5} {v['median_ms']:10.2f} {v['iqr_ms']:8.2f} {v['runs']:>5} {ratio:7.3f}")
+    print("max |logits - timm|:", result["max_abs_diff_vs_timm"])
+    if result["errors"]:
+        print("errors:", result["errors"])
+    return result

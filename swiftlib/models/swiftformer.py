@@ -1,0 +1,525 @@
+"""SwiftFormer: the exact network of the paper and its official code, with a swappable token mixer.
+
+Paper: *SwiftFormer: Efficient Additive Attention for Transformer-based Real-time Mobile Vision
+Applications*, Shaker et al., ICCV 2023 (arXiv 2303.15446). Official code: github.com/Amshaker/SwiftFormer.
+An independent implementation lives in ``timm.models.swiftformer``; parameter names here follow timm,
+so timm state dicts load as they are and official ones after :func:`remap_official_keys`.
+
+Shape glossary (as in :mod:`swiftlib.attention`)::
+
+    B batch   C channels   H, W map height/width   N = H * W tokens   D = C token width
+    B, C, H, W  feature maps          B, N, D  token tensors          K  classes
+
+Network (paper Fig. 3 / Table 4)::
+
+    image [B, 3, H, W]
+      stem: Conv3x3 s2 + BN + ReLU, Conv3x3 s2 + BN + ReLU     -> [B, C1, H/4, W/4]
+      stage i (i = 1..4): [downsample Conv3x3 s2 + BN, i > 1]   -> [B, Ci, H/2^(i+1), W/2^(i+1)]
+                          (depth_i - 1) x ConvEncoder
+                          1 x SwiftFormerEncoder (local representation, attention, Mlp)
+      head: BN -> global average pool -> Linear (+ distillation Linear)  -> [B, K]
+
+Every stage ends with a SwiftFormerEncoder whose token mixer is any key of
+:data:`swiftlib.attention.VARIANTS` (``attention="additive"`` is the paper's network).
+
+Layout of this file: blocks bottom-up -> model -> checkpoint loading -> variant table -> factories.
+Inference-time fusion (BatchNorm and layer-scale folding) is in :mod:`swiftlib.models.fuse`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from swiftlib.attention import VARIANTS, build_attention
+
+__all__ = [
+    "LayerScale2d",
+    "ConvEncoder",
+    "LocalRepresentation",
+    "Mlp",
+    "SwiftFormerEncoder",
+    "Stage",
+    "SwiftFormer",
+    "SWIFTFORMER_VARIANTS",
+    "MODEL_NAMES",
+    "create_model",
+    "load_checkpoint",
+    "save_checkpoint",
+    "remap_official_keys",
+    "to_official_keys",
+    "LoadReport",
+    "MIN_INPUT_SIZE",
+]
+
+#: Total stride of the network (stem 4 x three downsamplings 8): the smallest side it accepts.
+MIN_INPUT_SIZE = 32
+
+
+# ============================================================================ blocks (bottom-up)
+class LayerScale2d(nn.Module):
+    """Learnable per-channel scale ``gamma`` (``[C, 1, 1]``) on a map: ``[B, C, H, W] -> [B, C, H, W]``."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class ConvEncoder(nn.Module):
+    """Conv. Encoder (paper Sec. 3.3): ``x + ls * pw2(GELU(pw1(BN(DW3x3(x)))))``, layer scale init 1.0.
+
+    Shapes: ``[B, C, H, W] -> [B, C, H, W]``; the 1x1 expansion is ``C -> mlp_ratio * C -> C``.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, layer_scale_init: float = 1.0):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm = nn.BatchNorm2d(dim)
+        self.pwconv1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Conv2d(hidden, dim, 1)
+        self.layer_scale = LayerScale2d(dim, layer_scale_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x))                      # [B, C, H, W]
+        y = self.pwconv2(self.act(self.pwconv1(y)))        # [B, C, H, W] -> [B, 4C, H, W] -> [B, C, H, W]
+        return x + self.layer_scale(y)
+
+
+class LocalRepresentation(ConvEncoder):
+    """Local representation of the SwiftFormer Encoder: a ConvEncoder without expansion (``C -> C -> C``).
+
+    Shapes: ``[B, C, H, W] -> [B, C, H, W]``.
+    """
+
+    def __init__(self, dim: int, layer_scale_init: float = 1.0):
+        super().__init__(dim, mlp_ratio=1.0, layer_scale_init=layer_scale_init)
+
+
+class Mlp(nn.Module):
+    """Channel MLP of the SwiftFormer Encoder with 1x1 convs: ``fc2(GELU(fc1(BN(x))))``.
+
+    Shapes: ``[B, C, H, W] -> [B, C, H, W]`` via ``[B, hidden, H, W]``.
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(self.norm1(x))))  # [B, C, H, W] -> [B, hidden, H, W] -> [B, C, H, W]
+
+
+#: For each attention variant, the name of its last linear layer (where layer scale 1 can be folded).
+ATTENTION_OUTPUT_LAYER = {"additive": "final", "self": "proj", "transposed": "proj", "separable": "out_proj"}
+
+
+class SwiftFormerEncoder(nn.Module):
+    """SwiftFormer Encoder (paper Fig. 3): local representation, token mixer, Mlp, each residual.
+
+    ``x = LocalRepresentation(x)``; ``x = x + ls1 * attn(tokens(x))``; ``x = x + ls2 * Mlp(x)``,
+    with ``ls1``, ``ls2`` initialised to 1e-5 and ``attn`` any :data:`swiftlib.attention.VARIANTS`
+    entry working on tokens.
+
+    Shapes: ``[B, C, H, W] -> [B, C, H, W]``; the mixer sees ``[B, N, D]`` with ``N = H * W``, ``D = C``.
+    """
+
+    def __init__(self, dim: int, attention: str = "additive", mlp_ratio: float = 4.0,
+                 layer_scale_init: float = 1e-5):
+        super().__init__()
+        self.attention = attention
+        self.local_representation = LocalRepresentation(dim)
+        self.attn = build_attention(attention, dim, num_heads=1)
+        self.linear = Mlp(dim, int(dim * mlp_ratio))
+        self.layer_scale_1 = LayerScale2d(dim, layer_scale_init)
+        self.layer_scale_2 = LayerScale2d(dim, layer_scale_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.local_representation(x)
+        B, C, H, W = x.shape
+        tokens = x.flatten(2).transpose(1, 2)               # [B, C, H, W] -> [B, N, D]
+        y = self.attn(tokens).transpose(1, 2).reshape(B, C, H, W)  # [B, N, D] -> [B, C, H, W]
+        x = x + self.layer_scale_1(y)
+        return x + self.layer_scale_2(self.linear(x))
+
+
+class Downsample(nn.Module):
+    """Patch embedding between stages: Conv3x3 stride 2 + BN. ``[B, C_in, H, W] -> [B, C_out, ceil(H/2), ceil(W/2)]``."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class Stage(nn.Module):
+    """One stage: optional downsampling, ``depth - 1`` ConvEncoders, then one SwiftFormerEncoder.
+
+    Shapes: ``[B, C_prev, H, W] -> [B, C, H/2, W/2]`` with downsampling, else ``[B, C, H, W]`` unchanged.
+    """
+
+    def __init__(self, in_dim: int, dim: int, depth: int, attention: str = "additive",
+                 mlp_ratio: float = 4.0, downsample: bool = True):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"a stage needs depth >= 1 (its last block is the SwiftFormer Encoder), got {depth}")
+        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
+        blocks = [ConvEncoder(dim, mlp_ratio) for _ in range(depth - 1)]
+        blocks.append(SwiftFormerEncoder(dim, attention, mlp_ratio))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+# ============================================================================ model
+def _stem(in_chans: int, dim: int) -> nn.Sequential:
+    """Two Conv3x3 stride-2 + BN + ReLU: ``[B, 3, H, W] -> [B, C1, H/4, W/4]`` (ceil at each step)."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1), nn.BatchNorm2d(dim // 2), nn.ReLU(),
+        nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim), nn.ReLU(),
+    )
+
+
+class SwiftFormer(nn.Module):
+    """The SwiftFormer network (paper Table 4); see the module docstring for the layout.
+
+    Shapes: ``x [B, in_chans, H, W]`` with ``H, W >= 32`` -> logits ``[B, num_classes]``; with
+    ``distillation=True`` training mode returns ``(head, head_dist)`` logits, eval mode their average.
+    :meth:`forward_features` returns the normalised last map ``[B, C4, ceil(H/32), ceil(W/32)]``.
+    """
+
+    def __init__(self, widths=(48, 56, 112, 220), depths=(3, 3, 6, 4), num_classes: int = 1000,
+                 attention: str = "additive", distillation: bool = True, mlp_ratio: float = 4.0,
+                 in_chans: int = 3):
+        super().__init__()
+        if len(widths) != len(depths):
+            raise ValueError(f"widths and depths must have the same length, got {len(widths)} and {len(depths)}")
+        if attention not in VARIANTS:
+            raise ValueError(f"unknown attention {attention!r}; choose one of {sorted(VARIANTS)}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.widths, self.depths = tuple(widths), tuple(depths)
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.attention, self.distillation = attention, distillation
+        self.stem = _stem(in_chans, widths[0])
+        self.stages = nn.Sequential(*[
+            Stage(widths[max(i - 1, 0)], widths[i], depths[i], attention, mlp_ratio, downsample=i > 0)
+            for i in range(len(widths))
+        ])
+        self.num_features = widths[-1]
+        self.norm = nn.BatchNorm2d(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.head_dist = nn.Linear(self.num_features, num_classes) if distillation else None
+        self.channels_last = False  # fuse_for_inference turns this on: inputs are converted to NHWC
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Truncated normal (std 0.02) weights and zero biases for convs and linears, as the official code."""
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected ``[B, in_chans, H, W]`` (H, W >= 32) if ``x`` differs."""
+        if torch.jit.is_tracing():  # fvcore / ONNX export: shapes are fixed constants there
+            return
+        expected = f"[B, {self.in_chans}, H, W] with H, W >= {MIN_INPUT_SIZE}"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"SwiftFormer expects a torch.Tensor {expected}, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"SwiftFormer expects images {expected}; got rank {x.dim()} shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"SwiftFormer expects images {expected}; got {x.shape[1]} channels "
+                             f"(shape {tuple(x.shape)})")
+        if min(x.shape[2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f"SwiftFormer expects images {expected} (the network's total stride); got "
+                             f"H, W = {x.shape[2]}, {x.shape[3]}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W] -> [B, C4, H/32, W/32]`` (ceil), after the head's BatchNorm."""
+        self.check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # same [B, 3, H, W], NHWC strides
+        x = self.stem(x)                                     # [B, 3, H, W] -> [B, C1, H/4, W/4]
+        x = self.stages(x)                                   # -> [B, C4, H/32, W/32]
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor):
+        """``[B, C4, h, w] -> [B, K]`` (or the pair of head outputs while training with distillation)."""
+        x = x.mean(dim=(2, 3))                               # [B, C4, h, w] -> [B, C4]
+        if self.head_dist is None:
+            return self.head(x)
+        out, out_dist = self.head(x), self.head_dist(x)
+        if self.training:
+            return out, out_dist
+        return (out + out_dist) / 2
+
+    def forward(self, x: torch.Tensor):
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New, freshly initialised head(s) for ``num_classes`` classes (fine-tuning)."""
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        ref = self.head.weight
+        self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+        self._init_weights(self.head)
+        if self.head_dist is not None:
+            self.head_dist = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            self._init_weights(self.head_dist)
+
+
+# ============================================================================ checkpoints
+_HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
+
+
+def remap_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official layout -> swiftlib/timm layout (a no-op on state dicts already in that layout).
+
+    ``patch_embed.`` -> ``stem.``; ``network.{2i}.j.`` -> ``stages.i.blocks.j.``;
+    ``network.{2i+1}.`` -> ``stages.{i+1}.downsample.``; ``dist_head.`` -> ``head_dist.``;
+    bare layer-scale parameters ``layer_scale``, ``layer_scale_1/2`` -> ``....gamma``.
+    (``attn.Proj``/``to_query``/``to_key`` are mapped by the attention module's own load hook.)
+    """
+    out = {}
+    for k, v in state_dict.items():
+        k = re.sub(r"^patch_embed\.", "stem.", k)
+        k = re.sub(r"^dist_head\.", "head_dist.", k)
+        k = re.sub(r"\.(layer_scale(?:_1|_2)?)$", r".\1.gamma", k)
+        m = re.match(r"^network\.(\d+)\.(.*)$", k)
+        if m:
+            idx, rest = int(m.group(1)), m.group(2)
+            k = f"stages.{idx // 2}.blocks.{rest}" if idx % 2 == 0 else f"stages.{idx // 2 + 1}.downsample.{rest}"
+        out[k] = v
+    return out
+
+
+def to_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """swiftlib/timm layout -> official layout (the inverse of :func:`remap_official_keys`).
+
+    swiftlib's fused ``attn.qk`` is split back into ``to_query`` / ``to_key`` and ``attn.proj``
+    becomes ``attn.Proj``; the result is what the official repo's ``model.state_dict()`` holds.
+    """
+    split = {}
+    for k, v in state_dict.items():
+        m = re.match(r"^(.*\.attn\.)qk\.(weight|bias)$", k)
+        if m:
+            q, kk = v.chunk(2, dim=0)                        # [2D, ...] -> 2 x [D, ...]
+            split[f"{m.group(1)}to_query.{m.group(2)}"] = q
+            split[f"{m.group(1)}to_key.{m.group(2)}"] = kk
+        else:
+            split[k] = v
+    out = {}
+    for k, v in split.items():
+        k = re.sub(r"\.attn\.proj\.", ".attn.Proj.", k)
+        k = re.sub(r"^stem\.", "patch_embed.", k)
+        k = re.sub(r"^head_dist\.", "dist_head.", k)
+        k = re.sub(r"\.(layer_scale(?:_1|_2)?)\.gamma$", r".\1", k)
+        m = re.match(r"^stages\.(\d+)\.(blocks|downsample)\.(.*)$", k)
+        if m:
+            i, part, rest = int(m.group(1)), m.group(2), m.group(3)
+            k = f"network.{2 * i}.{rest}" if part == "blocks" else f"network.{2 * i - 1}.{rest}"
+        out[k] = v
+    return out
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did: the source layout and the keys it re-initialised or dropped."""
+
+    layout: str
+    reinitialised: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+def _read_checkpoint(path: Path, weights_only: bool) -> object:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a checkpoint file, got a directory: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if weights_only and glob:
+            raise ValueError(
+                f"{path} holds Python objects besides tensors ({glob.group(1)}, e.g. training arguments); "
+                f"if you trust the file, pass weights_only=False") from e
+        raise ValueError(f"{path} is not a PyTorch checkpoint: it does not unpickle as a torch.save file") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, UnicodeDecodeError) as e:
+        size = path.stat().st_size
+        raise ValueError(f"could not read checkpoint {path} ({size} bytes): the file is truncated or is not a "
+                         f"PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint: ``{'model': sd}``, ``{'state_dict': sd}`` or ``sd``."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{where} does not hold a state dict (a non-empty mapping of parameter names to "
+                         f"tensors, optionally under 'model' or 'state_dict'); got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"{where} is not a state dict: {len(bad)} entries are not name -> tensor, e.g. {bad[:3]}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}  # DistributedDataParallel prefix
+
+
+def _detect_layout(sd: Mapping[str, torch.Tensor]) -> str:
+    if any(k.startswith(("network.", "patch_embed.")) for k in sd):
+        return "official"
+    if any(".attn.to_query." in k for k in sd):
+        return "timm"
+    return "swiftlib"
+
+
+def load_checkpoint(model: nn.Module, path_or_state_dict, weights_only: bool = True,
+                    strict: bool = True) -> LoadReport:
+    """Load weights into a :class:`SwiftFormer` from any of the three layouts, in place.
+
+    ``path_or_state_dict``: a file path (``torch.save`` output) or an in-memory dict. Accepted
+    layouts: the official repo's (``{'model': ...}`` with ``network.N``, ``patch_embed``,
+    ``dist_head``, ``attn.Proj``, bare ``layer_scale*``), timm's ``swiftformer_*`` state dicts, and
+    swiftlib's own (optionally wrapped by :func:`save_checkpoint`).
+
+    A classifier of a different size (``num_classes`` changed for fine-tuning) is skipped: the
+    model's head(s) keep their fresh initialisation and a warning says so. A distillation head in
+    the checkpoint that the model lacks (``distillation=False``) is dropped, also with a warning.
+    Any other mismatch raises a ValueError listing the missing and unexpected keys and the shape
+    mismatches. Returns a :class:`LoadReport`.
+    """
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        path = Path(path_or_state_dict)
+        sd = _extract_state_dict(_read_checkpoint(path, weights_only), str(path))
+    else:
+        sd = _extract_state_dict(path_or_state_dict, "the given object")
+    layout = _detect_layout(sd)
+    sd = remap_official_keys(sd)
+    report = LoadReport(layout=layout)
+    own = model.state_dict()
+    notes = []
+
+    head_dist_in_model = getattr(model, "head_dist", None) is not None
+    if not head_dist_in_model and any(k.startswith("head_dist.") for k in sd):
+        report.dropped += [k for k in sd if k.startswith("head_dist.")]
+        sd = {k: v for k, v in sd.items() if not k.startswith("head_dist.")}
+        notes.append("the checkpoint's distillation head was dropped (model built with distillation=False)")
+    ck_w = sd.get("head.weight")
+    if ck_w is not None and "head.weight" in own and ck_w.shape != own["head.weight"].shape:
+        report.reinitialised = [k for k in _HEAD_KEYS if k in own]
+        sd = {k: v for k, v in sd.items() if k not in _HEAD_KEYS}
+        notes.append(f"classifier re-initialised: the checkpoint has {ck_w.shape[0]} classes, the model "
+                     f"{own['head.weight'].shape[0]} ({', '.join(report.reinitialised)} keep their fresh "
+                     f"initialisation; fine-tune them)")
+
+    # Shape check on the keys the model will see (the attention hook fuses to_query/to_key later).
+    sizes = []
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape:
+            sizes.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
+    if sizes:
+        raise ValueError(f"checkpoint ({layout} layout) does not fit this model "
+                         f"({_describe(model)}): {len(sizes)} shape mismatches, e.g. " + "; ".join(sizes[:8]))
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shapes that only show after the attention's key map (to_query + to_key)
+        raise ValueError(f"checkpoint ({layout} layout) does not fit this model ({_describe(model)}): {e}") from e
+    missing = [k for k in missing if k not in report.reinitialised]
+    if strict and (missing or unexpected):
+        raise ValueError(
+            f"checkpoint ({layout} layout) does not fit this model ({_describe(model)}): "
+            f"{len(missing)} missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
+            f"{len(unexpected)} unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    report.message = "; ".join(notes)
+    if notes:
+        warnings.warn(report.message, UserWarning, stacklevel=2)
+    return report
+
+
+def _describe(model: nn.Module) -> str:
+    name = getattr(model, "variant_name", type(model).__name__)
+    return (f"{name}, widths {getattr(model, 'widths', '?')}, depths {getattr(model, 'depths', '?')}, "
+            f"attention {getattr(model, 'attention', '?')!r}")
+
+
+def save_checkpoint(model: nn.Module, path, **extra) -> Path:
+    """Atomically write ``{'model': state_dict, 'arch': ..., **extra}`` (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "arch": getattr(model, "variant_name", None),
+               "attention": getattr(model, "attention", None),
+               "num_classes": getattr(model, "num_classes", None), **extra}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            buf = io.BytesIO()
+            torch.save(payload, buf)
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ============================================================================ variant table
+#: Paper Table 4 / official code: widths C1..C4 and depths per stage.
+SWIFTFORMER_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
+    "swiftformer_xs": {"widths": (48, 56, 112, 220), "depths": (3, 3, 6, 4)},
+    "swiftformer_s": {"widths": (48, 64, 168, 224), "depths": (3, 3, 9, 6)},
+    "swiftformer_l1": {"widths": (48, 96, 192, 384), "depths": (4, 3, 10, 5)},
+    "swiftformer_l3": {"widths": (64, 128, 320, 512), "depths": (4, 4, 12, 6)},
+}
+MODEL_NAMES: list[str] = list(SWIFTFORMER_VARIANTS)
+
+
+# ============================================================================ factories
+def create_model(name: str, num_classes: int = 1000, attention: str = "additive", distillation: bool = True,
+                 checkpoint=None, **kw) -> SwiftFormer:
+    """Build ``swiftformer_{xs,s,l1,l3}``; ``attention`` picks the token mixer of every stage's last block.
+
+    ``checkpoint`` (a path or state dict in any layout :func:`load_checkpoint` accepts) is loaded
+    after construction; a different ``num_classes`` re-initialises the head with a warning.
+    Extra keyword arguments go to :class:`SwiftFormer` (``mlp_ratio``, ``in_chans``).
+    """
+    key = name.lower().replace("-", "_")
+    if not key.startswith("swiftformer_"):
+        key = f"swiftformer_{key}"
+    if key not in SWIFTFORMER_VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    model = SwiftFormer(**SWIFTFORMER_VARIANTS[key], num_classes=num_classes, attention=attention,
+                        distillation=distillation, **kw)
+    model.variant_name = key
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model

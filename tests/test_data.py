@@ -1,0 +1,334 @@
+"""swiftlib.data against independent references: torchvision's ImageFolder and IDX reader, timm's
+ImageNet-1k label order, hashlib checksums, torchvision's resize / center crop, the Fashion-MNIST
+and subset facts (class counts, WNID lists in the facts file)."""
+import gzip
+import hashlib
+import io
+import random
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import ImageNetInfo
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+import swiftlib.data as D
+
+IMAGENETTE = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+              "n03425413", "n03445777", "n03888257"]  # facts file §6
+IMAGEWOOF = ["n02086240", "n02087394", "n02088364", "n02089973", "n02093754", "n02096294", "n02099601",
+             "n02105641", "n02111889", "n02115641"]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """3 classes x 6 JPEGs per split plus one corrupt file per split in the first class."""
+    return D.write_image_folder(tmp_path_factory.mktemp("tree"), IMAGENETTE[:3], 6, corrupt=1)
+
+
+@pytest.fixture(scope="module")
+def clean_tree(tmp_path_factory):
+    """The ten Imagenette WNIDs plus two Imagewoof ones, 4 JPEGs each, no corrupt files."""
+    return D.write_image_folder(tmp_path_factory.mktemp("clean"), IMAGENETTE + IMAGEWOOF[:2], 4, size=(24, 20))
+
+
+# --------------------------------------------------------------------------- class lists
+def test_subset_files_match_facts_and_imagenet1k():
+    assert D.read_class_list("imagenette") == IMAGENETTE
+    assert D.read_class_list("imagewoof") == IMAGEWOOF
+    in100 = D.read_class_list("imagenet100")
+    names = set(ImageNetInfo().label_names())
+    assert len(in100) == len(set(in100)) == 100 and set(in100) <= names
+    assert in100[:3] == ["n02869837", "n01749939", "n02488291"]  # CMC's imagenet100.txt opens with these
+    with pytest.raises(FileNotFoundError, match="imagenet100"):
+        D.read_class_list("imagenet1000")
+
+
+def test_imagenet_index_and_names_follow_timm():
+    info = ImageNetInfo()
+    for wnid in IMAGENETTE:
+        i = D.imagenet_class_index(wnid)
+        assert info.index_to_label_name(i) == wnid
+    assert D.imagenet_class_name("n01440764") == "tench"
+    with pytest.raises(ValueError, match="n99999999"):
+        D.imagenet_class_index("n99999999")
+
+
+# --------------------------------------------------------------------------- folders
+def test_folder_matches_torchvision_imagefolder(clean_tree):
+    ours = D.build_dataset("folder", clean_tree, "train", 32, transform=None)
+    ref = ImageFolder(str(clean_tree / "train"))
+    assert ours.classes == ref.classes
+    assert [(Path(p), t) for p, t in ours.samples] == [(Path(p), t) for p, t in ref.samples]
+    img, label = ours[5]
+    ref_img, ref_label = ref[5]
+    assert label == ref_label and np.array_equal(np.asarray(img), np.asarray(ref_img))
+
+
+def test_corrupt_image_skipped_and_reported_or_raised(tree):
+    ds = D.build_dataset("folder", tree, "train", 32)
+    assert len(ds) == 18 and ds.report.num_samples == 18
+    assert len(ds.report.skipped) == 1 and ds.report.skipped[0][0].endswith("corrupt_0.JPEG")
+    assert "1 unreadable skipped" in str(ds.report) and "corrupt_0.JPEG" in str(ds.report)
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 0
+    with pytest.raises(ValueError, match="corrupt_0.JPEG"):
+        D.build_dataset("folder", tree, "train", 32, on_error="raise")
+
+
+def test_empty_or_missing_class_folders_are_clear_errors(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "train" / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.png")
+    with pytest.raises(FileNotFoundError, match=r"hold no images.*\['b'\]"):
+        D.build_dataset("folder", tmp_path, "train", 32)
+    with pytest.raises(FileNotFoundError, match="no class folders"):
+        D.build_dataset("folder", tmp_path / "train" / "a", "train", 32)
+    with pytest.raises(FileNotFoundError, match="class folder"):
+        D.build_dataset("imagenet", tmp_path, "val", 32)
+    with pytest.raises(FileNotFoundError, match="n01440764"):
+        D.build_dataset("imagenet", tmp_path, "train", 32, classes=["a", "n01440764"])
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        D.build_dataset("cifar", tmp_path)
+
+
+# --------------------------------------------------------------------------- subsets
+def test_subset_by_class_list_with_imagenet_labels(clean_tree):
+    ds = D.build_dataset("imagenet", clean_tree, "val", 32, classes="imagenette", imagenet_labels=True)
+    assert ds.classes == IMAGENETTE and len(ds) == 40
+    want = [ImageNetInfo().label_names().index(w) for w in IMAGENETTE]
+    assert sorted(set(ds.targets)) == sorted(want) and ds.imagenet_indices == want
+    assert ds.class_names[0] == "tench"
+    local = D.build_dataset("imagenet", clean_tree, "val", 32, classes="imagenette")
+    assert sorted(set(local.targets)) == list(range(10))
+
+
+def test_subset_by_num_classes_and_cap_is_seeded_and_deterministic(clean_tree):
+    kw = dict(num_classes=4, images_per_class=2, transform=None)
+    a = D.build_dataset("imagenet", clean_tree, "train", 32, seed=1, **kw)
+    b = D.build_dataset("imagenet", clean_tree, "train", 32, seed=1, **kw)
+    assert a.classes == b.classes and a.samples == b.samples
+    available = sorted(IMAGENETTE + IMAGEWOOF[:2])
+    assert a.classes == sorted(random.Random(1).sample(available, 4))  # the documented rule
+    assert len(a) == 8 and all(a.targets.count(i) == 2 for i in range(4))
+    for path, label in a.samples:
+        assert Path(path).parent.name == a.classes[label]
+    others = {tuple(D.build_dataset("imagenet", clean_tree, "train", 32, seed=s, **kw).classes) for s in range(2, 8)}
+    assert len(others | {tuple(a.classes)}) > 1  # the seed matters
+    with pytest.raises(ValueError, match=r"num_classes must be in \[1, 12\]"):
+        D.build_dataset("imagenet", clean_tree, "train", 32, num_classes=13)
+
+
+# --------------------------------------------------------------------------- downloads
+def _tgz(src: Path, dest: Path, arcname: str) -> str:
+    with tarfile.open(dest, "w:gz") as t:
+        t.add(src, arcname=arcname)
+    return hashlib.md5(dest.read_bytes()).hexdigest()
+
+
+def test_download_verifies_checksum_and_extracts(clean_tree, tmp_path, monkeypatch):
+    archive = tmp_path / "srv" / "imagenette2-160.tgz"
+    archive.parent.mkdir()
+    md5 = _tgz(clean_tree, archive, "imagenette2-160")
+    monkeypatch.setitem(D.ARCHIVES, ("imagenette", "160px"), (archive.as_uri(), f"md5:{md5}"))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "imagenette2-160.tgz.part").write_bytes(b"stale half download")  # an interrupted earlier attempt
+    ds = D.build_dataset("imagenette", root, "train", 32, size="160px", download=True)
+    assert len(ds) == 48 and ds.classes == sorted(IMAGENETTE + IMAGEWOOF[:2])
+    assert hashlib.md5((root / "imagenette2-160.tgz").read_bytes()).hexdigest() == md5
+    assert not (root / "imagenette2-160.tgz.part").exists()
+    assert not list(root.glob(".extract-*"))
+    # second call: extracted folder reused, no download needed
+    assert len(D.build_dataset("imagenette", root, "val", 32, size="160px", download=False)) == 48
+
+
+def test_download_checksum_failure_and_offline_message(clean_tree, tmp_path, monkeypatch):
+    archive = tmp_path / "imagewoof2-160.tgz"
+    _tgz(clean_tree, archive, "imagewoof2-160")
+    monkeypatch.setitem(D.ARCHIVES, ("imagewoof", "160px"), (archive.as_uri(), "md5:" + "0" * 32))
+    root = tmp_path / "root"
+    with pytest.raises(ValueError, match="md5 mismatch.*expected 0{32}, got [0-9a-f]{32}"):
+        D.build_dataset("imagewoof", root, "train", 32, size="160px", download=True)
+    assert not (root / "imagewoof2-160.tgz").exists() and not (root / "imagewoof2-160.tgz.part").exists()
+    with pytest.raises(FileNotFoundError, match=r"put it at .*imagewoof2-160.tgz"):
+        D.build_dataset("imagewoof", root, "train", 32, size="160px", download=False)
+    monkeypatch.setitem(D.ARCHIVES, ("imagewoof", "160px"), ((tmp_path / "absent.tgz").as_uri(), None))
+    with pytest.raises(FileNotFoundError, match="could not download.*put it at"):
+        D.build_dataset("imagewoof", root, "train", 32, size="160px", download=True)
+    with pytest.raises(ValueError, match="size must be one of"):
+        D.build_dataset("imagewoof", root, "train", 32, size="64px")
+
+
+def test_tiny_imagenet_val_is_refoldered(tmp_path, monkeypatch):
+    wnids = ["n01443537", "n01629819"]
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, "JPEG")
+    zpath = tmp_path / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        ann = []
+        for c, w in enumerate(wnids):
+            for i in range(3):
+                z.writestr(f"tiny-imagenet-200/train/{w}/images/{w}_{i}.JPEG", buf.getvalue())
+                z.writestr(f"tiny-imagenet-200/val/images/val_{c}{i}.JPEG", buf.getvalue())
+                ann.append(f"val_{c}{i}.JPEG\t{w}\t0\t0\t63\t63")
+            z.writestr(f"tiny-imagenet-200/train/{w}/{w}_boxes.txt", "")
+        z.writestr("tiny-imagenet-200/val/val_annotations.txt", "\n".join(ann))
+        z.writestr("tiny-imagenet-200/wnids.txt", "\n".join(wnids))
+    md5 = hashlib.md5(zpath.read_bytes()).hexdigest()
+    monkeypatch.setitem(D.ARCHIVES, ("tiny-imagenet", "64px"), (zpath.as_uri(), f"md5:{md5}"))
+    val = D.build_dataset("tiny-imagenet", tmp_path / "root", "val", 64, download=True, transform=None)
+    assert val.classes == wnids and len(val) == 6
+    for path, label in val.samples:  # the label comes from val_annotations.txt
+        assert Path(path).name.startswith(f"val_{label}")
+    train = D.build_dataset("tiny-imagenet", tmp_path / "root", "train", 64, transform=None)
+    assert len(train) == 6 and train[0][0].size == (64, 64)
+
+
+# --------------------------------------------------------------------------- uint8 cache
+def test_cache_matches_resize_center_crop_and_is_reused(clean_tree, monkeypatch, tmp_path):
+    direct = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=False)
+    cached = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=True)
+    assert cached.targets == direct.targets and cached.images.shape == (48, 16, 16, 3)
+    for i in (0, 17, 47):
+        ref = TF.center_crop(TF.resize(direct[i][0], 16, InterpolationMode.BICUBIC), 16)
+        diff = np.abs(np.asarray(cached[i][0], dtype=int) - np.asarray(ref, dtype=int))
+        assert diff.mean() < 2.0, diff.mean()
+    files = sorted((tmp_path / "cache" / "u8").iterdir())
+    assert [f.suffix for f in files] == [".json", ".npy"]
+    monkeypatch.setattr(D, "_resize_short_center", lambda *a: pytest.fail("cache rebuilt although unchanged"))
+    again = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=True)
+    assert isinstance(again.images, np.memmap) and again.targets == cached.targets
+
+
+def test_cache_rebuilt_on_change_and_never_half_written(tmp_path, monkeypatch):
+    root = D.write_image_folder(tmp_path / "t", IMAGENETTE[:2], 3, corrupt=1, splits=("train",))
+    a = D.build_dataset("folder", root, "train", 16, cache=True)
+    assert len(a) == 6 and len(a.report.skipped) == 1  # the corrupt file is found by the cache build
+    Image.new("RGB", (30, 30)).save(root / "train" / IMAGENETTE[1] / "new.JPEG")
+    calls = {"n": 0}
+    real = D._resize_short_center
+
+    def flaky(img, size):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the build dies half-way
+        return real(img, size)
+
+    monkeypatch.setattr(D, "_resize_short_center", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        D.build_dataset("folder", root, "train", 16, cache=True)
+    leftovers = sorted(p.name for p in (tmp_path / "cache" / "u8").iterdir())
+    assert not [n for n in leftovers if ".tmp" in n]
+    monkeypatch.setattr(D, "_resize_short_center", real)
+    b = D.build_dataset("folder", root, "train", 16, cache=True)
+    assert len(b) == 7 and len(list((tmp_path / "cache" / "u8").glob("*.npy"))) == 1
+
+
+def test_cache_dir_comes_from_env_and_not_data(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "elsewhere"))
+    assert D.cache_root() == tmp_path / "elsewhere"
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(D.DATA_DIR / "cache"))
+    with pytest.raises(ValueError, match="must not be inside"):
+        D.cache_root()
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_matches_torchvision_reader(tmp_path):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+    for split, prefix, n in (("train", "train", 60000), ("test", "t10k", 10000)):
+        images, labels = D.load_fashion_mnist(split=split)
+        raw = {}
+        for kind in ("images-idx3", "labels-idx1"):
+            out = tmp_path / f"{prefix}-{kind}-ubyte"
+            out.write_bytes(gzip.decompress((FMNIST / f"{prefix}-{kind}-ubyte.gz").read_bytes()))
+            raw[kind] = out
+        assert np.array_equal(images, read_image_file(str(raw["images-idx3"])).numpy())
+        assert np.array_equal(labels, read_label_file(str(raw["labels-idx1"])).numpy())
+        assert images.shape == (n, 28, 28) and np.bincount(labels).tolist() == [n // 10] * 10
+    ds = D.build_dataset("fashion-mnist", None, "train", 32, images_per_class=5, seed=3)
+    assert len(ds) == 50 and sorted(set(ds.targets)) == list(range(10))
+    assert ds.class_names[9] == "Ankle boot" and ds[0][0].shape == (3, 32, 32)
+
+
+def test_fashion_mnist_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "FASHION_MNIST_DIRS", ())
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        D.load_fashion_mnist(tmp_path / "none", "train")
+    with pytest.raises(ValueError, match="split must be"):
+        D.load_fashion_mnist(None, "holdout")
+
+
+# --------------------------------------------------------------------------- transforms
+def test_eval_transform_is_resize_center_crop_normalise(clean_tree):
+    img = Image.open(next((clean_tree / "val" / IMAGENETTE[0]).iterdir())).convert("RGB")
+    ours = D.build_transform(32, False, crop_pct=0.875)(img)
+    ref = TF.normalize(TF.to_tensor(TF.center_crop(TF.resize(img, 36, InterpolationMode.BICUBIC), 32)),
+                       D.IMAGENET_MEAN, D.IMAGENET_STD)
+    torch.testing.assert_close(ours, ref)
+    train = D.build_transform(32, True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
+    names = " ".join(type(t).__name__ for t in train.transforms)
+    assert "RandomResizedCrop" in names and "RandAugment" in names and "RandomErasing" in names
+    with pytest.raises(ValueError, match="img_size must be >= 8"):
+        D.build_transform(4, True)
+
+
+def test_seeded_transform_is_reproducible_and_leaves_rng_alone(tree):
+    ds = D.SeededTransformDataset(D.build_dataset("folder", tree, "train", 32))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b, c = ds[(3, 99)], ds[(3, 99)], ds[(3, 100)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0]) and a[1] == c[1]
+
+
+def test_dataset_or_fallback_explains_why(tmp_path, clean_tree):
+    name, msg = D.dataset_or_fallback("imagenette", tmp_path / "empty", download=False)
+    assert name == "fashion-mnist" and "imagenette2-320.tgz" in msg and "falling back to fashion-mnist" in msg
+    extracted = tmp_path / "have" / "imagenette2-320"
+    shutil.copytree(clean_tree, extracted)
+    (extracted / ".complete").write_text("imagenette2-320.tgz\n")
+    assert D.dataset_or_fallback("imagenette", tmp_path / "have", download=False)[0] == "imagenette"
+
+
+def test_interrupted_download_resumes_with_a_range_request(tmp_path, monkeypatch):
+    payload = np.random.default_rng(0).bytes(3000)
+    md5 = hashlib.md5(payload).hexdigest()
+    asked = []
+
+    class Response(io.BytesIO):
+        def __init__(self, data, status):
+            super().__init__(data)
+            self.status, self.headers = status, {"Content-Length": str(len(data))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def fake_urlopen(req, timeout):  # an HTTP server that honours Range
+        rng = req.get_header("Range")
+        asked.append(rng)
+        start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+        return Response(payload[start:], 206 if rng else 200)
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", fake_urlopen)
+    dest = tmp_path / "archive.tgz"
+    (tmp_path / "archive.tgz.part").write_bytes(payload[:1000])  # what an interrupted download left
+    D.download_archive("https://example.invalid/archive.tgz", dest, f"md5:{md5}")
+    assert asked == ["bytes=1000-"] and dest.read_bytes() == payload

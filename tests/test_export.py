@@ -1,0 +1,399 @@
+"""swiftlib.export against independent references: timm's SwiftFormer (same weights, its own code),
+timm's ImageNet class names, ONNX Runtime, the saved Core ML spec itself (read back from disk), the
+paper's Table 2; plus the clear errors for bad input.
+
+The expensive part (two Core ML exports of XS, ~30 s) is done once per module by a fixture.
+"""
+import csv
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from timm.data import ImageNetInfo
+from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditive
+from torch import nn
+
+import swiftlib
+import swiftlib.export as E
+from swiftlib.models import SwiftFormer, create_model, fuse_for_inference, load_checkpoint
+
+VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
+
+
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Weights that make every path matter: unit-scale convs/linears, non-trivial BatchNorm statistics and
+    layer scales of 0.2-0.5 (the default 1e-5 would hide the attention), logits of order 1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.3 + 0.2)
+            elif name.endswith("w_g"):
+                p.copy_(torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def timm_xs():
+    return randomize_(timm.create_model("swiftformer_xs", pretrained=False))
+
+
+@pytest.fixture(scope="module")
+def ours_xs(timm_xs):
+    """swiftlib's XS holding timm's (randomised) weights, eval mode, not fused."""
+    m = create_model("swiftformer_xs")
+    load_checkpoint(m, timm_xs.state_dict())
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def xs_pair(tmp_path_factory):
+    """swiftlib's XS exported by the command line, timm's XS by to_coreml with the same settings."""
+    out = tmp_path_factory.mktemp("coreml")
+    assert E.main(["coreml", "--model", "swiftformer_xs", "--out", str(out / "xs.mlpackage")]) == 0
+    E.to_coreml(timm.create_model("swiftformer_xs", pretrained=False).eval(), out / "timm_xs.mlpackage")
+    return E.op_inventory(out / "xs.mlpackage"), E.op_inventory(out / "timm_xs.mlpackage")
+
+
+# --------------------------------------------------------------------------- export-friendly path == timm
+def test_map_additive_attention_matches_timm():
+    """timm's EfficientAdditiveAttention works on [B, C, H, W] maps too: same weights, same output."""
+    torch.manual_seed(0)
+    ref = randomize_(TimmAdditive(in_dims=56, token_dim=56))
+    ours = swiftlib.attention.EfficientAdditiveAttention(56)
+    ours.load_state_dict(ref.state_dict())
+    mapped = E.MapAdditiveAttention(ours.eval()).eval()
+    x = torch.randn(2, 56, 7, 5)
+    with torch.no_grad():
+        expected = ref(x)
+        torch.testing.assert_close(mapped(x), expected, rtol=1e-5, atol=1e-5)
+    assert expected.abs().mean() > 0.1  # not a vacuous comparison
+
+
+def test_export_friendly_fused_model_matches_timm(ours_xs, timm_xs):
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    friendly = E.export_friendly(fuse_for_inference(ours_xs))
+    assert sum(isinstance(m, E.MapSwiftFormerEncoder) for m in friendly.modules()) == 4
+    with torch.no_grad():
+        expected = timm_xs(x)
+        torch.testing.assert_close(friendly(x), expected, rtol=1e-4, atol=1e-4)
+    assert expected.std() > 0.1
+
+
+def test_image_classifier_folds_normalisation_exactly(timm_xs):
+    """Core ML feeds p/255 - mean; with 1/std folded into the stem conv the result must equal timm's model
+    on the usual (p/255 - mean) / std input."""
+    pixels, normed = E.sample_images(224, names=("chelsea", "coffee"))
+    wrapped = E._ImageClassifier(timm_xs)
+    assert wrapped.folded
+    mean = torch.tensor(E.IMAGENET_MEAN).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(pixels.float() / 255 - mean), timm_xs(normed).softmax(-1),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_sample_images_are_center_crops():
+    pixels, normed = E.sample_images(64, names=("chelsea",))
+    assert pixels.shape == (1, 3, 64, 64) and pixels.dtype == torch.uint8
+    std = torch.tensor(E.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(E.IMAGENET_MEAN).view(1, 3, 1, 1)
+    torch.testing.assert_close(normed * std + mean, pixels.float() / 255)
+
+
+# --------------------------------------------------------------------------- Core ML: whole model
+def test_coreml_xs_interface(xs_pair):
+    ours, _ = xs_pair
+    assert ours.inputs == [{"name": "image", "type": "imageType", "width": 224, "height": 224, "color_space": "RGB"}]
+    assert [o["name"] for o in ours.outputs] == ["classLabel", "classLabel_probs"]
+    assert [o["type"] for o in ours.outputs] == ["stringType", "dictionaryType"]
+
+
+def test_coreml_xs_image_scale_and_bias(xs_pair):
+    """Core ML computes p / 255 - mean (timm's ImageNet mean) before the first conv (which holds 1 / std)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN
+
+    pre = xs_pair[0].image_preprocessing
+    np.testing.assert_allclose(pre["scale"], [1 / 255], rtol=1e-6)
+    np.testing.assert_allclose(pre["bias"], [-m for m in IMAGENET_DEFAULT_MEAN], rtol=1e-6)
+
+
+def test_coreml_xs_labels_are_timm_imagenet_names(xs_pair):
+    labels = xs_pair[0].class_labels
+    info = ImageNetInfo()
+    assert len(labels) == 1000 == len(set(labels))
+    assert labels[0] == "tench" and labels[1] == "goldfish"
+    for i, lab in enumerate(labels):
+        short = info.index_to_description(i).split(",")[0]
+        assert lab == short or lab == f"{short} ({info.index_to_label_name(i)})"
+    assert "crane (n02012849)" in labels and "crane (n03126707)" in labels
+
+
+def test_coreml_xs_metadata(xs_pair):
+    meta = xs_pair[0].metadata
+    assert meta["swiftlib.model"] == "swiftformer_xs"
+    assert meta["swiftlib.attention"] == "additive"
+    assert meta["swiftlib.resolution"] == "224"
+    assert meta["swiftlib.version"] == swiftlib.__version__
+    assert meta["swiftlib.source_checkpoint"].startswith("random initialisation")
+    assert meta["swiftlib.precision"] == "fp16"
+
+
+def test_coreml_xs_weights_are_fp16(xs_pair):
+    inv = xs_pair[0]
+    assert inv.weight_precision == "fp16"
+    floats = inv.weight_elements.get("fp16", 0) + inv.weight_elements.get("fp32", 0)
+    assert inv.weight_elements["fp16"] / floats > 0.999
+    # fused XS without the distillation head: ~3.23 M weights (paper: 3.25 M with BatchNorms, 3.5 M with dist head)
+    assert 3.1e6 < inv.weight_elements["fp16"] < 3.3e6
+    assert not [x for x in inv.lint if x["op"] == "fp32 compute"]
+
+
+def test_coreml_xs_inventory_vs_timm(xs_pair):
+    ours, theirs = xs_pair
+    timm_attn = sum(isinstance(m, TimmAdditive) for m in timm.create_model("swiftformer_xs").modules())
+    assert theirs.counts.get("tile") == 3 * timm_attn       # one per F.normalize (query, key, scores)
+    assert "tile" in [x["op"] for x in theirs.lint]
+    assert ours.counts.get("tile", 0) == 0
+    assert ours.counts.get("reshape", 0) == 0 and ours.counts.get("transpose", 0) == 0
+    assert ours.non_const <= 0.8 * theirs.non_const           # the issue's goal
+    assert not [x for x in ours.lint if x["severity"] == "off_ne"]
+    rows = E.compare_inventories({"swiftlib": ours, "timm": theirs})
+    total = next(r for r in rows if r["op"] == "non-const total")
+    assert total == {"op": "non-const total", "swiftlib": ours.non_const, "timm": theirs.non_const}
+    assert sum(r["timm"] for r in rows if r["op"] not in ("non-const total", "const")) == theirs.non_const
+    assert "tile" in E.format_inventory_table(rows)
+
+
+def test_coreml_tensor_input_and_custom_labels(tmp_path):
+    model = SwiftFormer(widths=(16, 16, 24, 32), depths=(1, 1, 1, 1), num_classes=3).eval()  # small: quick to convert
+    with pytest.raises(ValueError, match="pass class_labels"):
+        E.to_coreml(model, tmp_path / "x.mlpackage", img_size=64)
+    with pytest.raises(ValueError, match="3 unique names"):
+        E.to_coreml(model, tmp_path / "x.mlpackage", img_size=64, class_labels=["a", "a", "b"])
+    inv = E.op_inventory(E.to_coreml(model, tmp_path / "x.mlpackage", img_size=64, image_input=False,
+                                     class_labels=["cat", "dog", "bird"], precision="fp32"))
+    assert inv.class_labels == ["cat", "dog", "bird"]
+    assert inv.inputs[0]["type"] == "multiArrayType" and inv.inputs[0]["shape"] == [1, 3, 64, 64]
+    assert inv.weight_precision == "fp32"
+    assert [x["op"] for x in inv.lint if x["severity"] == "off_ne"] == ["fp32 compute"]
+
+
+# --------------------------------------------------------------------------- Core ML: single blocks
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_coreml_attention_block(tmp_path, variant):
+    inv = E.op_inventory(E.to_coreml_block(tmp_path / f"{variant}.mlpackage", variant, n=49, d=56))
+    assert inv.inputs == [{"name": "x", "type": "multiArrayType", "shape": [1, 49, 56], "dtype": "FLOAT16"}]
+    assert [(o["name"], o["dtype"]) for o in inv.outputs] == [("y", "FLOAT16")]
+    assert inv.counts.get("cast", 0) == 0
+    assert inv.metadata["swiftlib.attention"] == variant and inv.metadata["swiftlib.kind"] == "attention"
+    assert int(inv.metadata["swiftlib.attention_macs"]) == swiftlib.attention.attention_macs(variant, 49, 56)
+    assert inv.weight_precision == "fp16"
+    assert inv.counts.get("tile", 0) == 0
+    matmuls = inv.counts.get("linear", 0) + inv.counts.get("matmul", 0)
+    assert matmuls >= 2  # at least the input and output projections survive conversion
+
+
+@pytest.mark.parametrize("variant,layout_ops", [("additive", 0), ("self", 1)])
+def test_coreml_encoder_block_layout(tmp_path, variant, layout_ops):
+    """The additive encoder runs on the map (no reshape/transpose); a token mixer needs layout changes."""
+    inv = E.op_inventory(E.to_coreml_block(tmp_path / "enc.mlpackage", variant, kind="encoder", d=56, hw=(7, 7)))
+    assert inv.inputs[0]["shape"] == [1, 56, 7, 7]
+    n_layout = inv.counts.get("reshape", 0) + inv.counts.get("transpose", 0)
+    assert (n_layout == 0) if layout_ops == 0 else (n_layout >= 2)
+
+
+def test_stage_shapes_match_timm_feature_info():
+    m = timm.create_model("swiftformer_s", pretrained=False)
+    rows = E.stage_shapes("swiftformer_s", 224)
+    assert [r["d"] for r in rows] == [f["num_chs"] for f in m.feature_info]
+    assert [224 // r["h"] for r in rows] == [f["reduction"] for f in m.feature_info]
+    assert [r["n"] for r in rows] == [3136, 784, 196, 49]
+
+
+def test_sweep_writes_manifest_and_resumes(tmp_path):
+    man = E.export_sweep(tmp_path, variants=["additive", "separable"], stages=[4], progress=False)
+    with open(man) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["attention"], r["n"], r["d"]) for r in rows] == [("additive", "49", "220"), ("separable", "49", "220")]
+    assert all((tmp_path / r["file"]).is_dir() for r in rows)
+    assert rows[0]["attention_macs"] == str(swiftlib.attention.attention_macs("additive", 49, 220))
+    stamp = (tmp_path / rows[0]["file"]).stat().st_mtime_ns
+    E.export_sweep(tmp_path, variants=["additive", "separable"], stages=[4], progress=False)  # resume: nothing redone
+    assert (tmp_path / rows[0]["file"]).stat().st_mtime_ns == stamp
+
+
+# --------------------------------------------------------------------------- Core ML runtime
+@pytest.mark.skipif(sys.platform == "darwin", reason="on macOS Core ML can run")
+def test_coreml_prediction_is_skipped_with_a_reason_off_macos(tmp_path, capsys):
+    ok, why = E.coreml_runtime()
+    assert not ok and "macOS" in why
+    res = E.check_coreml(tmp_path / "missing.mlpackage", "swiftformer_xs")
+    assert res["status"] == "skipped" and "macOS" in res["reason"]
+    assert E.time_coreml(tmp_path / "missing.mlpackage")["status"] == "skipped"
+    assert E.main(["check", "--mlpackage", str(tmp_path / "m.mlpackage"), "--model", "swiftformer_xs"]) == 0
+    assert "needs macOS" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- ONNX
+def test_onnx_xs_matches_torch_and_timm(tmp_path, ours_xs, timm_xs):
+    path = E.to_onnx(ours_xs, tmp_path / "xs.onnx")
+    friendly, _ = E.resolve_model(ours_xs)
+    torch.manual_seed(0)
+    random_images = torch.randn(2, 3, 224, 224)
+    _, photos = E.sample_images(224, names=("chelsea", "astronaut"))
+    for images in (random_images, photos):
+        res = E.check_onnx(path, ours_xs, images)
+        assert res["max_abs_diff"] < 1e-4 and res["top1_agreement"] == 1.0
+        assert res["max_abs_logit"] > 1.0
+        # and against the independent implementation
+        assert E.check_onnx(path, timm_xs, images)["max_abs_diff"] < 1e-4
+    assert E.check_onnx(path, friendly, photos)["max_abs_diff"] < 1e-4
+
+
+# --------------------------------------------------------------------------- phone timings and the paper
+def test_device_timings_template_and_example():
+    assert E.load_device_timings(swiftlib.DATA_DIR / "device_timings_template.csv") == []
+    with open(swiftlib.DATA_DIR / "device_timings_template.csv") as f:
+        assert next(csv.reader(f)) == E.DEVICE_TIMING_COLUMNS
+    rows = E.load_device_timings(swiftlib.DATA_DIR / "device_timings_example.csv")
+    assert rows and all(isinstance(r["median_ms"], float) and r["median_ms"] > 0 for r in rows)
+    assert all("example" in (r["notes"] or "").lower() for r in rows)
+
+
+def test_paper_latency_is_table2():
+    lat = E.paper_latency()
+    assert lat["swiftformer_xs"] == lat["SwiftFormer-XS"] == 0.7
+    assert (lat["swiftformer_s"], lat["swiftformer_l1"], lat["swiftformer_l3"]) == (0.8, 1.1, 1.9)
+    assert lat["MobileViT-XS"] == 1.5
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    return p
+
+
+def test_load_device_timings_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        E.load_device_timings(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match=r"missing columns \['compute_units', 'median_ms'\]"):
+        E.load_device_timings(_write(tmp_path, "model,device,ios\nxs,iPhone 14,16.0\n"))
+    head = "model,device,ios,compute_units,median_ms\n"
+    with pytest.raises(ValueError, match="line 2: compute_units must be one of"):
+        E.load_device_timings(_write(tmp_path, head + "xs,iPhone 14,16.0,NE,0.7\n"))
+    with pytest.raises(ValueError, match="median_ms must be > 0"):
+        E.load_device_timings(_write(tmp_path, head + "xs,iPhone 14,16.0,ALL,-1\n"))
+    with pytest.raises(ValueError, match="median_ms must be a number"):
+        E.load_device_timings(_write(tmp_path, head + "xs,iPhone 14,16.0,ALL,fast\n"))
+    with pytest.raises(ValueError, match="column 'device' is empty"):
+        E.load_device_timings(_write(tmp_path, head + "xs,,16.0,ALL,0.7\n"))
+    rows = E.load_device_timings(_write(tmp_path, head + "xs,iPhone 14,16.0,ALL,0.7\n,,,,\n"))
+    assert rows == [{"model": "xs", "device": "iPhone 14", "ios": "16.0", "compute_units": "ALL", "median_ms": 0.7}]
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_model_name_resolution_and_paths(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'swiftformer_xxl'"):
+        E.to_coreml("swiftformer_xxl", tmp_path / "m.mlpackage")
+    with pytest.raises(ValueError, match="multiple of 32.*got 16"):
+        E.to_coreml("swiftformer_xs", tmp_path / "m.mlpackage", img_size=16)
+    with pytest.raises(ValueError, match="multiple of 32.*got 100"):
+        E.to_onnx("swiftformer_xs", tmp_path / "m.onnx", img_size=100)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        E.to_coreml("swiftformer_xs", tmp_path / "missing" / "m.mlpackage")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        E.to_onnx("swiftformer_xs", tmp_path / "missing" / "m.onnx")
+    with pytest.raises(ValueError, match=r"must end with '\.mlpackage'"):
+        E.to_coreml("swiftformer_xs", tmp_path / "m.mlmodel")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        E.to_coreml("swiftformer_xs", tmp_path / "m.mlpackage", precision="int8")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        E.op_inventory(tmp_path / "none.mlpackage")
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        E.to_coreml("swiftformer_xs", tmp_path / "m.mlpackage", checkpoint=tmp_path / "none.pth")
+
+
+def test_training_mode_model_is_refused(tmp_path):
+    model = create_model("swiftformer_xs")  # nn.Module starts in training mode
+    with pytest.raises(ValueError, match=r"training mode.*model\.eval\(\)"):
+        E.to_coreml(model, tmp_path / "m.mlpackage")
+    with pytest.raises(ValueError, match="training mode"):
+        E.to_onnx(model, tmp_path / "m.onnx")
+
+
+def test_bad_block_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown attention 'linformer'"):
+        E.to_coreml_block(tmp_path / "b.mlpackage", "linformer", n=49, d=56)
+    with pytest.raises(ValueError, match="needs the map size"):
+        E.to_coreml_block(tmp_path / "b.mlpackage", "additive", kind="encoder", d=56)
+    with pytest.raises(ValueError, match="give the token count"):
+        E.to_coreml_block(tmp_path / "b.mlpackage", "additive", d=56)
+    with pytest.raises(ValueError, match="stages are numbered 1..4"):
+        E.export_sweep(tmp_path, stages=[5])
+    with pytest.raises(FileNotFoundError):
+        E.export_sweep(tmp_path / "none")
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    assert E.main(["coreml", "--model", "swiftformer_q", "--out", str(tmp_path / "q.mlpackage")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'swiftformer_q'") and "Traceback" not in err
+
+
+def test_labels_unique_against_timm():
+    labels = E.imagenet_class_labels()
+    info = ImageNetInfo()
+    assert len(labels) == info.num_classes() == len(set(labels))
+    assert np.mean([lab == info.index_to_description(i).split(",")[0] for i, lab in enumerate(labels)]) > 0.99
+
+
+# --------------------------------------------------------------------------- plots (headless)
+def _inv(counts):
+    return E.OpInventory(path="x", counts=counts, total=sum(counts.values()),
+                         non_const=sum(v for k, v in counts.items() if k != "const"),
+                         weight_elements={}, compute_ops={}, lint=[])
+
+
+def test_plot_op_inventory_bars_follow_the_counts():
+    import matplotlib.pyplot as plt
+
+    from swiftlib.viz import plot_op_inventory
+
+    rows = E.compare_inventories({"a": _inv({"const": 9, "conv": 5, "tile": 2}), "b": _inv({"const": 1, "conv": 3})})
+    assert [r["op"] for r in rows] == ["conv", "tile", "non-const total", "const"]
+    fig = plot_op_inventory(rows, flagged=["tile"])
+    ax = fig.axes[0]
+    assert sorted(p.get_width() for p in ax.patches) == [0, 2, 3, 5]
+    colours = {t.get_text(): t.get_color() for t in ax.get_yticklabels()}
+    assert colours["tile"] == "tab:red" and colours["conv"] != "tab:red"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (7 ops)", "b (3 ops)"]
+    plt.close(fig)
+
+
+def test_plot_device_vs_paper_points():
+    import matplotlib.pyplot as plt
+
+    from swiftlib.viz import plot_device_vs_paper
+
+    rows = E.load_device_timings(swiftlib.DATA_DIR / "device_timings_example.csv")
+    fig = plot_device_vs_paper(rows, E.paper_latency())
+    pts = fig.axes[0].collections[0].get_offsets()
+    expected = [(E.paper_latency()[r["model"]], r["median_ms"]) for r in rows
+                if r["compute_units"] == "CPU_AND_NE" and r["model"] in E.paper_latency()]
+    assert len(expected) == 4
+    np.testing.assert_allclose(np.asarray(pts), expected)
+    plt.close(fig)
+    fig = plot_device_vs_paper([], E.paper_latency())  # nothing measured yet: an empty chart, no error
+    plt.close(fig)

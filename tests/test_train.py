@@ -1,0 +1,290 @@
+"""swiftlib.train: the CLI on a tiny JPEG tree, learning, bit-exact resume, DDP, NaN stop, recipes.
+
+References: the paper recipe values come from the facts file (§4); top-1/top-5 are checked
+against a hand count on known logits; resume and DDP are checked against an uninterrupted run
+and against the other rank, weight for weight.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import swiftlib.data as D
+import swiftlib.train as T
+
+ROOT = Path(__file__).resolve().parent.parent
+WNIDS = ["n01440764", "n02102040", "n02979186"]
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: on a shared 2-core machine oversubscription costs 10x
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """3 classes x 8 JPEGs per split, one corrupt JPEG per split."""
+    return D.write_image_folder(tmp_path_factory.mktemp("tree"), WNIDS, 8, corrupt=1)
+
+
+def _run(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+# --------------------------------------------------------------------------- the command line
+@pytest.mark.slow  # three interpreter start-ups (train, resume, evaluate)
+def test_cli_trains_tiny_tree_then_resumes(tree, tmp_path):
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "swiftlib.train", "--data", "folder", "--data-dir", str(tree),
+            "--model", "swiftformer_xs", "--img-size", "32", "--out", str(out)]  # the subset recipe's batch 128 > 24
+    r = _run(base + ["--epochs", "1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "last.pth").is_file() and (out / "best.pth").is_file()
+    rows = json.loads((out / "metrics.json").read_text())
+    assert len(rows) == 1 and rows[0]["epoch"] == 1
+    assert 0 < rows[0]["train_loss"] < 10 and 0 <= rows[0]["val_top1"] <= 100
+    assert (out / "metrics.csv").read_text().startswith("epoch,train_loss,train_top1,val_loss")
+    report = json.loads((out / "data_report.json").read_text())
+    assert [len(r["skipped"]) for r in report] == [1, 1]
+    assert report[0]["skipped"][0][0].endswith("corrupt_0.JPEG") and report[0]["num_samples"] == 24
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "done"
+
+    r = _run(base + ["--epochs", "2", "--resume", "auto"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in rows] == [1, 2]
+    state = torch.load(out / "last.pth", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2 and state["global_step"] == 2  # batch clamped to the 24 images: 1 step an epoch
+
+    r = _run([sys.executable, "-m", "swiftlib.train", "--evaluate", str(out / "best.pth"), "--batch-size", "8"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ev["count"] == 24 and ev["top1"] == pytest.approx(max(row["val_top1"] for row in rows), abs=1e-3)
+
+
+# --------------------------------------------------------------------------- learning works
+def test_overfits_a_small_fixed_batch(tree, tmp_path):
+    torch.set_num_threads(1)
+    ds = D.build_dataset("folder", tree, "val", 32, images_per_class=3, seed=1,
+                         transform=D.build_transform(32, False, crop_pct=1.0))
+    assert len(ds) == 9 and ds.report.skipped == []
+    res = T.fit(train_dataset=ds, val_dataset=ds, data="folder", recipe="subset", epochs=20, batch_size=9,
+                lr=2e-3, lr_batch=9, warmup_epochs=0, smoothing=0.0, img_size=32, out=str(tmp_path / "o"),
+                progress=False, eval_every=20, save_every=20)
+    assert res["history"][-1]["train_top1"] == 100.0  # train mode, on the batch before the last step
+    assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"] / 4
+
+
+# --------------------------------------------------------------------------- resume is exact
+def _resume_kw(tree, out):
+    train = D.build_dataset("folder", tree, "train", 32)
+    val = D.build_dataset("folder", tree, "val", 32, images_per_class=2)
+    train.transform = D.build_transform(32, True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
+    return dict(train_dataset=train, val_dataset=val, data="folder", recipe="paper", model="swiftformer_xs",
+                epochs=2, batch_size=8, lr_batch=8, warmup_epochs=0.5, mixup=0.8, cutmix=1.0, ema_decay=0.9,
+                repeated_aug=1, img_size=32, out=str(out), progress=False, seed=3)
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tree, tmp_path):
+    torch.set_num_threads(1)
+    straight = T.fit(**_resume_kw(tree, tmp_path / "a"))
+    assert straight["status"] == "done"
+
+    def interrupt_at_step_4(event, info):  # mid-epoch 2 (3 steps an epoch): a real SIGINT, as Ctrl-C sends
+        if event == "step" and info["global_step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = T.fit(**_resume_kw(tree, tmp_path / "b"), callback=interrupt_at_step_4)
+    assert first["status"] == "interrupted"
+    saved = torch.load(tmp_path / "b" / "last.pth", map_location="cpu", weights_only=False)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 4)
+    resumed = T.fit(**_resume_kw(tree, tmp_path / "b"), resume="auto")
+    assert resumed["status"] == "done"
+
+    a, b = straight["model"].state_dict(), resumed["model"].state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    ea, eb = straight["ema"].state_dict(), resumed["ema"].state_dict()
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    strip = lambda h: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_seconds")} for r in h]  # noqa: E731
+    assert strip(straight["history"]) == strip(resumed["history"])
+    # the run really moved: weights differ from a fresh model with the same seed
+    torch.manual_seed(3)
+    fresh = T._build_model(T.resolve_config(model="swiftformer_xs"), 3).state_dict()
+    assert not torch.equal(fresh["head.weight"], a["head.weight"])
+
+
+# --------------------------------------------------------------------------- DDP
+DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    import swiftlib.train as T
+    tree, out = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    res = T.fit(data="folder", data_dir=tree, model="swiftformer_xs", epochs=2, batch_size=4, img_size=32,
+                out=out, progress=False, workers=1)
+    rank = int(os.environ["RANK"])
+    torch.save({"model": res["model"].state_dict(), "history": res["history"]}, f"{out}/rank{rank}.pt")
+""")
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(tree, tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "ddp"
+    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+              str(script), str(tree), str(out)])
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    r0 = torch.load(out / "rank0.pt", weights_only=False)
+    r1 = torch.load(out / "rank1.pt", weights_only=False)
+    for k, v in r0["model"].items():
+        assert torch.equal(v, r1["model"][k]), k
+    timing = ("img_per_s", "epoch_seconds")
+    assert [{k: v for k, v in row.items() if k not in timing} for row in r0["history"]] == \
+        [{k: v for k, v in row.items() if k not in timing} for row in r1["history"]]
+    assert len(r0["history"]) == 2
+    # 24 images over 2 ranks x batch 4: 3 steps an epoch; validation counts every image exactly once
+    state = torch.load(out / "last.pth", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6 and len(state["rng"]) == 2
+    ev = T.evaluate(_loaded(state), DataLoader(D.build_dataset("folder", tree, "val", 32), batch_size=8),
+                    torch.device("cpu"))
+    assert ev["count"] == 24 and ev["top1"] == pytest.approx(r0["history"][-1]["val_top1"], abs=1e-3)
+
+
+def _loaded(state):
+    model = T._build_model(T.resolve_config(model="swiftformer_xs"), state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model
+
+
+def test_sampler_shards_are_disjoint_and_resume_skips_exactly():
+    data = list(range(10))
+    full = [list(T.ResumableSampler(data, 2, r, seed=5)) for r in (0, 1)]
+    idx = [i for part in full for i, _ in part]
+    assert len(idx) == 10 and sorted(idx) == data
+    late = T.ResumableSampler(data, 2, 0, seed=5)
+    late.start = 2
+    assert list(late) == full[0][2:] and len(late) == 3
+    rep = T.ResumableSampler(data, 1, 0, seed=5, repeats=3)
+    seen = [i for i, _ in rep]  # DeiT's RASampler: same epoch length, each image 3 times in a row
+    assert len(seen) == 10 and len(set(seen)) == 4 and seen[0] == seen[1] == seen[2] != seen[3]
+    assert len({s for _, s in rep}) == 10  # each repeated copy gets its own augmentation seed
+
+
+# --------------------------------------------------------------------------- failures
+class _NaNImages(Dataset):
+    classes = ["a", "b"]
+    targets = [0, 1] * 4
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return torch.full((3, 32, 32), float("nan")), self.targets[i]
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step 1.*last good checkpoint"):
+        T.fit(train_dataset=_NaNImages(), val_dataset=_NaNImages(), data="folder", epochs=1, batch_size=4,
+              img_size=32, out=str(tmp_path / "nan"), progress=False)
+    assert not (tmp_path / "nan" / "last.pth").exists()
+
+
+def test_bad_settings_are_clear_errors(tree, tmp_path):
+    with pytest.raises(ValueError, match="recipe must be 'paper' or 'subset', got 'fast'"):
+        T.resolve_config(recipe="fast")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        T.resolve_config(data="mnist")
+    with pytest.warns(UserWarning, match="batch_size 64 per process is larger than the 24 .* using batch_size 24"):
+        res = T.fit(data="folder", data_dir=str(tree), batch_size=64, img_size=32, out=str(tmp_path / "w"),
+                    progress=False)
+    assert res["config"].batch_size == 24 and res["history"][0]["epoch"] == 1
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        T.fit(data="folder", data_dir=str(tree), batch_size=8, img_size=32, out=str(tmp_path), progress=False,
+              resume=str(tmp_path / "nope.pth"))
+
+
+# --------------------------------------------------------------------------- recipes and metrics
+def test_paper_recipe_matches_facts():
+    xs = T.resolve_config(recipe="paper", model="swiftformer_xs")
+    s = T.resolve_config(recipe="paper", model="swiftformer_s")
+    l1 = T.resolve_config(recipe="paper", model="swiftformer_l1")
+    for c in (xs, s, l1):  # facts file §4
+        assert (c.epochs, c.lr, c.lr_batch, c.weight_decay, c.warmup_epochs) == (300, 2e-3, 2048, 0.025, 5)
+        assert (c.warmup_lr, c.min_lr, c.smoothing, c.re_prob, c.repeated_aug) == (1e-6, 1e-5, 0.1, 0.25, 3)
+        assert (c.ema_decay, c.clip_grad, c.clip_mode, c.img_size, c.color_jitter) == (0.99996, 0.01, "agc", 224, 0.4)
+        assert c.crop_pct == pytest.approx(224 / 256)
+    assert (l1.auto_augment, l1.mixup, l1.cutmix) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0)
+    assert (s.auto_augment, s.mixup, s.cutmix) == ("rand-m9-mstd0.5-inc1", 0.0, 0.0)  # S: no mixup / cutmix
+    assert (xs.auto_augment, xs.mixup, xs.cutmix) == ("none", 0.0, 0.0)             # XS: no RandAugment either
+    assert T.resolve_config(recipe="paper", model="swiftformer_xs", mixup=0.3).mixup == 0.3  # flags win
+
+
+def test_cli_flags_cover_every_option():
+    parser = T._parser()
+    flags = {a.dest for a in parser._actions}
+    assert {f for f in T.TrainConfig.__dataclass_fields__} <= flags
+
+
+def test_evaluate_counts_top1_top5_by_hand():
+    logits = torch.tensor([[9., 8, 7, 6, 5, 4], [0, 9, 8, 7, 6, 5], [1, 2, 3, 4, 5, 9], [9, 0, 1, 2, 3, 4]])
+    labels = torch.tensor([0, 5, 0, 1])  # top-1 hit, top-5 hit (rank 5), top-5 miss (rank 6), top-5 miss
+    model = nn.Identity()
+    ev = T.evaluate(model, DataLoader(TensorDataset(logits, labels), batch_size=3), torch.device("cpu"))
+    assert ev["count"] == 4 and ev["top1"] == 25.0 and ev["top5"] == 50.0
+    ce = nn.functional.cross_entropy(logits, labels).item()
+    assert ev["loss"] == pytest.approx(ce)
+
+
+def test_teacher_hard_distillation_runs(tree, tmp_path):
+    import timm
+    torch.set_num_threads(1)
+    teacher = timm.create_model("resnet10t", num_classes=3)
+    ck = tmp_path / "teacher.pth"
+    torch.save(teacher.state_dict(), ck)
+    res = T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
+                teacher_checkpoint=str(ck), out=str(tmp_path / "kd"), progress=False)
+    assert res["status"] == "done" and 0 < res["history"][0]["train_loss"] < 10
+    with pytest.raises(FileNotFoundError, match="teacher checkpoint"):
+        T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
+              teacher_checkpoint=str(tmp_path / "missing.pth"), out=str(tmp_path / "kd2"), progress=False)
+
+
+# --------------------------------------------------------------------------- notebook 04 plots (headless)
+def test_confusion_counts_match_histogram2d_and_plots_render():
+    import matplotlib
+    import numpy as np
+
+    import swiftlib.viz as V
+    matplotlib.use("Agg")
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    ref, _, _ = np.histogram2d(t, p, bins=[np.arange(5) - 0.5] * 2)
+    assert np.array_equal(V.confusion_counts(t, p, 4), ref.astype(int))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        V.confusion_counts([0, 3], [0, 1], 3)
+    fig = V.plot_confusion_matrix(t, p, list("abcd"))
+    assert fig.axes[0].images[0].get_array().shape == (4, 4)
+    rows = [{"epoch": 1, "train_loss": 2.0, "val_loss": 1.5, "train_top1": 30.0, "val_top1": 40.0},
+            {"epoch": 2, "train_loss": 1.0, "val_loss": None, "train_top1": 60.0, "val_top1": None}]
+    fig = V.plot_training_curves(rows, steps=[(0.5, 2.2), (1.0, 1.9)])
+    loss_ax, acc_ax = fig.axes
+    assert [len(line.get_xdata()) for line in loss_ax.lines] == [2, 2, 1]  # steps, train, val (epoch 1 only)
+    fig = V.plot_predictions(np.zeros((3, 3, 8, 8)), ["a", "b"], [0, 1, 1], [0, 0, 1])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["a", "a\n(b)", "b"]
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        V.plot_predictions(np.zeros((3, 8, 8)), ["a"], [0, 0, 0])
