@@ -38,6 +38,8 @@ from torch import nn
 from torch.utils import benchmark as tbench
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from swiftlib.io import atomic_write_json
+
 __all__ = [
     "machine_info",
     "resolve_device",
@@ -364,21 +366,7 @@ def fit_exponent(ns: Sequence[float], values: Sequence[float]) -> float:
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON atomically: a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, payload)
 
 
 def _int_list(text: str) -> list[int]:

@@ -62,6 +62,7 @@ from torch import nn
 
 import swiftlib
 from swiftlib.attention import VARIANTS, EfficientAdditiveAttention, attention_macs, build_attention
+from swiftlib.io import atomic_write_text
 from swiftlib.models import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, SwiftFormer, create_model,
                              fuse_for_inference)
 from swiftlib.models.swiftformer import SwiftFormerEncoder
@@ -660,15 +661,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _read_csv(path) -> list[dict[str, str]]:

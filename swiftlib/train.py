@@ -39,7 +39,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from swiftlib.io import atomic_torch_save, atomic_write_text
 from swiftlib.data import DATASETS, SeededTransformDataset, build_dataset, build_transform
 
 __all__ = ["TrainConfig", "RECIPES", "resolve_config", "fit", "evaluate", "evaluate_checkpoint",
@@ -236,34 +236,7 @@ class _ShardSampler(Sampler):
         return len(self.indices)
 
 
-# =========================================================================== checkpoints
-def _atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            torch.save(obj, buf)
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
+# =========================================================================== checkpoints (atomic writes: swiftlib.io)
 def _rng_state(device: torch.device) -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -399,13 +372,13 @@ def _build_teacher(cfg: TrainConfig, num_classes: int, device) -> nn.Module | No
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
-    _atomic_text(out / "metrics.json", json.dumps(history, indent=1) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(history, indent=1) + "\n")
     if history:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
-        _atomic_text(out / "metrics.csv", buf.getvalue())
+        atomic_write_text(out / "metrics.csv", buf.getvalue())
 
 
 def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], None] | None = None,
@@ -529,7 +502,7 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
         rngs = _gather_rng(device)  # every rank takes part
         if rank != 0:
             return
-        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                       "ema": ema.module.state_dict() if ema is not None else None,
                       "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
@@ -539,10 +512,10 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
                       "arch": cfg.model, "num_classes": num_classes}, path)
 
     if rank == 0:
-        _atomic_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1) + "\n")
         reports = [getattr(d, "report", None) for d in (train_dataset, val_dataset)]
         reports = [r for r in reports if r is not None]
-        _atomic_text(out / "data_report.json", json.dumps([dataclasses.asdict(r) for r in reports], indent=1) + "\n")
+        atomic_write_text(out / "data_report.json", json.dumps([dataclasses.asdict(r) for r in reports], indent=1) + "\n")
         for r in reports:
             if r.skipped and cfg.progress:
                 print(str(r), file=sys.stderr)
@@ -649,7 +622,7 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
                 checkpoint(epoch + 1, 0, out / "last.pth")
             if rank == 0:
                 if improved:
-                    _atomic_save({"model": model.state_dict(),
+                    atomic_torch_save({"model": model.state_dict(),
                                   "ema": ema.module.state_dict() if ema is not None else None,
                                   "epoch": epoch + 1, "val_top1": row["val_top1"], "config": asdict(cfg),
                                   "classes": classes, "class_names": list(getattr(train_dataset, "class_names", classes)),

@@ -222,62 +222,95 @@ def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch:
     return W.VBox([W.HBox([d_slider, h_slider]), W.HBox([b_slider, dev]), out])
 
 
-# ============================================================ notebook 05: export to Core ML and ONNX
-def plot_op_inventory(rows, names=None, flagged=None, title: str = ""):
-    """Side-by-side MIL op counts of two (or more) Core ML exports, one horizontal bar group per op type.
+# ============================================================ notebook 03: the SwiftFormer family
+def plot_stage_costs(costs: dict, title: str = ""):
+    """Per-stage MACs of one SwiftFormer for several token mixers (log scale), tokens annotated.
 
-    ``rows``: :func:`swiftlib.export.compare_inventories` output (``{"op": type, name: count, ...}``;
-    its ``"non-const total"`` and ``"const"`` rows go to the legend, not the bars). ``flagged``: op
-    types to mark in red on the axis (e.g. the Neural Engine lint). Returns the Figure.
+    ``costs``: ``{attention: swiftlib.models.swiftformer_macs(...)}``. Each stage gets one group of
+    bars (convolutions hatched at the bottom, the mixer on top), one colour per attention
+    (:data:`VARIANT_STYLE`). Returns the Figure.
     """
-    names = list(names or [k for k in rows[0] if k != "op"])
-    totals = {r["op"]: r for r in rows if r["op"] in ("non-const total", "const")}
-    ops = [r for r in rows if r["op"] not in totals]
-    flagged = set(flagged or ())
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(ops) + 1.2), constrained_layout=True)
-    y = np.arange(len(ops))
-    h = 0.8 / len(names)
-    for i, name in enumerate(names):
-        label = name + (f" ({totals['non-const total'][name]} ops)" if "non-const total" in totals else "")
-        ax.barh(y + (i - (len(names) - 1) / 2) * h, [r[name] for r in ops], height=h, label=label)
-    ax.set_yticks(y, [r["op"] for r in ops])
-    for tick, r in zip(ax.get_yticklabels(), ops):
-        if r["op"] in flagged:
-            tick.set_color("tab:red")
-    ax.invert_yaxis()
-    ax.set_xlabel("ops in the ML program (const excluded)")
-    ax.legend(loc="lower right")
-    ax.set_title(title or "MIL ops by type" + (" (red: Neural Engine lint)" if flagged else ""), fontsize=10)
+    if not costs:
+        raise ValueError("plot_stage_costs needs at least one {attention: swiftformer_macs(...)} entry")
+    names = list(costs)
+    stages = costs[names[0]]["stages"]
+    fig, ax = plt.subplots(figsize=(9, 3.8), constrained_layout=True)
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        color, label = VARIANT_STYLE.get(name, ("tab:gray", name))
+        xs = np.arange(len(stages)) + (j - (len(names) - 1) / 2) * width
+        conv = np.array([s["conv"] for s in costs[name]["stages"]]) / 1e6
+        attn = np.array([s["attention"] for s in costs[name]["stages"]]) / 1e6
+        ax.bar(xs, conv, width, color=color, alpha=0.35, hatch="//", edgecolor=color)
+        ax.bar(xs, attn, width, bottom=conv, color=color, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(stages)))
+    ax.set_xticklabels([f"stage {s['stage']}\nN={s['tokens']}, D={s['channels']}" for s in stages])
+    ax.set_ylabel("MMACs (hatched: convolutions)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title or "MACs per stage", fontsize=10)
     return fig
 
 
-def plot_device_vs_paper(timings, paper: dict, compute_units: str = "CPU_AND_NE", title: str = ""):
-    """Measured phone latency vs the paper's Table 2 (iPhone 14 Neural Engine), one point per model.
+def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"),
+                            resolutions=range(64, 1025, 32), size: str = "swiftformer_xs", resolution: int = 224):
+    """Sliders (model size, input resolution; ``continuous_update=False``) around :func:`plot_stage_costs`.
 
-    ``timings``: rows of :func:`swiftlib.export.load_device_timings` (those with ``compute_units`` and a
-    model found in ``paper`` are drawn); ``paper``: model -> ms (:func:`swiftlib.export.paper_latency`).
-    The diagonal marks agreement. Returns the Figure.
+    ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}`` supplies the data.
     """
-    pts = [(paper[r["model"]], r["median_ms"], r["model"], r.get("device") or "")
-           for r in timings if r.get("compute_units") == compute_units and r.get("model") in paper]
-    fig, ax = plt.subplots(figsize=(4.8, 4.4), constrained_layout=True)
-    if pts:
-        xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-        ax.scatter(xs, ys, zorder=3)
-        for x, yv, name, _ in pts:
-            ax.annotate(name, (x, yv), textcoords="offset points", xytext=(4, -10), fontsize=8)
-        hi = max(xs.max(), ys.max()) * 1.3  # room for the labels
-    else:
-        hi = 1.0
-        ax.text(0.5, 0.5, f"no {compute_units} rows for models in the paper", ha="center", transform=ax.transAxes)
-    ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--", label="measured = paper")
-    ax.set_xlim(0, hi)
-    ax.set_ylim(0, hi)
-    ax.set_xlabel("paper Table 2 latency, iPhone 14 NE (ms)")
-    ax.set_ylabel(f"measured median latency, {compute_units} (ms)")
-    ax.legend(loc="upper left", fontsize=8)
-    devices = sorted({p[3] for p in pts})
-    ax.set_title(title or ("measured vs paper" + (f": {', '.join(devices)}" if devices else "")), fontsize=10)
+    import ipywidgets as w
+    from IPython.display import display
+
+    size_slider = w.SelectionSlider(options=list(sizes), value=size, description="model", continuous_update=False)
+    res_slider = w.SelectionSlider(options=list(resolutions), value=resolution, description="pixels",
+                                   continuous_update=False)
+    out = w.Output()
+
+    def redraw(_=None):
+        with out:
+            out.clear_output(wait=True)
+            fig = plot_stage_costs(costs_fn(size_slider.value, res_slider.value),
+                                   title=f"{size_slider.value} at {res_slider.value} x {res_slider.value} px")
+            display(fig)
+            plt.close(fig)
+
+    size_slider.observe(redraw, names="value")
+    res_slider.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([size_slider, res_slider]), out])
+
+
+def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = ""):
+    """Two panels, top-1 (paper) against latency: the paper's iPhone 14 Neural Engine (left) and
+    latencies measured here (right).
+
+    ``paper_rows``: dicts with ``model``, ``family``, ``iphone14_ne_latency_ms``, ``top1``
+    (data/paper_table2.csv). ``measured_rows``: dicts with ``model`` (a paper name), ``latency_ms``,
+    ``top1`` and optional ``label``. SwiftFormers are drawn in blue. Returns the Figure.
+    """
+    if not paper_rows:
+        raise ValueError("plot_accuracy_vs_latency needs the paper rows (data/paper_table2.csv)")
+    colors = {"swiftformer": "tab:blue", "hybrid": "tab:orange", "convnet": "tab:green", "transformer": "tab:red"}
+    fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for r in paper_rows:
+        c = colors.get(r.get("family", ""), "tab:gray")
+        ax_p.scatter(float(r["iphone14_ne_latency_ms"]), float(r["top1"]), color=c, s=25)
+        ax_p.annotate(r["model"], (float(r["iphone14_ne_latency_ms"]), float(r["top1"])), fontsize=6,
+                      xytext=(3, 2), textcoords="offset points")
+    ax_p.set_xlabel("latency, iPhone 14 Neural Engine (ms, paper)")
+    ax_p.set_ylabel("ImageNet-1K top-1 (%, paper)")
+    ax_p.set_title("paper, Table 2", fontsize=10)
+    for r in measured_rows:
+        c = "tab:blue" if str(r["model"]).startswith("SwiftFormer") else "tab:orange"
+        ax_m.scatter(float(r["latency_ms"]), float(r["top1"]), color=c, s=25)
+        ax_m.annotate(r.get("label", r["model"]), (float(r["latency_ms"]), float(r["top1"])), fontsize=6,
+                      xytext=(3, 2), textcoords="offset points")
+    ax_m.set_xlabel("latency, this machine's CPU, batch 1 (ms, measured)")
+    ax_m.set_title("measured here (top-1 from the paper)", fontsize=10)
+    for ax in (ax_p, ax_m):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -380,93 +413,60 @@ def plot_predictions(images, class_names, targets, predictions=None, mean=(0.0, 
     return fig
 
 
-# ============================================================ notebook 03: the SwiftFormer family
-def plot_stage_costs(costs: dict, title: str = ""):
-    """Per-stage MACs of one SwiftFormer for several token mixers (log scale), tokens annotated.
+# ============================================================ notebook 05: export to Core ML and ONNX
+def plot_op_inventory(rows, names=None, flagged=None, title: str = ""):
+    """Side-by-side MIL op counts of two (or more) Core ML exports, one horizontal bar group per op type.
 
-    ``costs``: ``{attention: swiftlib.models.swiftformer_macs(...)}``. Each stage gets one group of
-    bars (convolutions hatched at the bottom, the mixer on top), one colour per attention
-    (:data:`VARIANT_STYLE`). Returns the Figure.
+    ``rows``: :func:`swiftlib.export.compare_inventories` output (``{"op": type, name: count, ...}``;
+    its ``"non-const total"`` and ``"const"`` rows go to the legend, not the bars). ``flagged``: op
+    types to mark in red on the axis (e.g. the Neural Engine lint). Returns the Figure.
     """
-    if not costs:
-        raise ValueError("plot_stage_costs needs at least one {attention: swiftformer_macs(...)} entry")
-    names = list(costs)
-    stages = costs[names[0]]["stages"]
-    fig, ax = plt.subplots(figsize=(9, 3.8), constrained_layout=True)
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        color, label = VARIANT_STYLE.get(name, ("tab:gray", name))
-        xs = np.arange(len(stages)) + (j - (len(names) - 1) / 2) * width
-        conv = np.array([s["conv"] for s in costs[name]["stages"]]) / 1e6
-        attn = np.array([s["attention"] for s in costs[name]["stages"]]) / 1e6
-        ax.bar(xs, conv, width, color=color, alpha=0.35, hatch="//", edgecolor=color)
-        ax.bar(xs, attn, width, bottom=conv, color=color, label=label)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(stages)))
-    ax.set_xticklabels([f"stage {s['stage']}\nN={s['tokens']}, D={s['channels']}" for s in stages])
-    ax.set_ylabel("MMACs (hatched: convolutions)")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title or "MACs per stage", fontsize=10)
+    names = list(names or [k for k in rows[0] if k != "op"])
+    totals = {r["op"]: r for r in rows if r["op"] in ("non-const total", "const")}
+    ops = [r for r in rows if r["op"] not in totals]
+    flagged = set(flagged or ())
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(ops) + 1.2), constrained_layout=True)
+    y = np.arange(len(ops))
+    h = 0.8 / len(names)
+    for i, name in enumerate(names):
+        label = name + (f" ({totals['non-const total'][name]} ops)" if "non-const total" in totals else "")
+        ax.barh(y + (i - (len(names) - 1) / 2) * h, [r[name] for r in ops], height=h, label=label)
+    ax.set_yticks(y, [r["op"] for r in ops])
+    for tick, r in zip(ax.get_yticklabels(), ops):
+        if r["op"] in flagged:
+            tick.set_color("tab:red")
+    ax.invert_yaxis()
+    ax.set_xlabel("ops in the ML program (const excluded)")
+    ax.legend(loc="lower right")
+    ax.set_title(title or "MIL ops by type" + (" (red: Neural Engine lint)" if flagged else ""), fontsize=10)
     return fig
 
 
-def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"),
-                            resolutions=range(64, 1025, 32), size: str = "swiftformer_xs", resolution: int = 224):
-    """Sliders (model size, input resolution; ``continuous_update=False``) around :func:`plot_stage_costs`.
+def plot_device_vs_paper(timings, paper: dict, compute_units: str = "CPU_AND_NE", title: str = ""):
+    """Measured phone latency vs the paper's Table 2 (iPhone 14 Neural Engine), one point per model.
 
-    ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}`` supplies the data.
+    ``timings``: rows of :func:`swiftlib.export.load_device_timings` (those with ``compute_units`` and a
+    model found in ``paper`` are drawn); ``paper``: model -> ms (:func:`swiftlib.export.paper_latency`).
+    The diagonal marks agreement. Returns the Figure.
     """
-    import ipywidgets as w
-    from IPython.display import display
-
-    size_slider = w.SelectionSlider(options=list(sizes), value=size, description="model", continuous_update=False)
-    res_slider = w.SelectionSlider(options=list(resolutions), value=resolution, description="pixels",
-                                   continuous_update=False)
-    out = w.Output()
-
-    def redraw(_=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_stage_costs(costs_fn(size_slider.value, res_slider.value),
-                                   title=f"{size_slider.value} at {res_slider.value} x {res_slider.value} px")
-            display(fig)
-            plt.close(fig)
-
-    size_slider.observe(redraw, names="value")
-    res_slider.observe(redraw, names="value")
-    redraw()
-    return w.VBox([w.HBox([size_slider, res_slider]), out])
-
-
-def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = ""):
-    """Two panels, top-1 (paper) against latency: the paper's iPhone 14 Neural Engine (left) and
-    latencies measured here (right).
-
-    ``paper_rows``: dicts with ``model``, ``family``, ``iphone14_ne_latency_ms``, ``top1``
-    (data/paper_table2.csv). ``measured_rows``: dicts with ``model`` (a paper name), ``latency_ms``,
-    ``top1`` and optional ``label``. SwiftFormers are drawn in blue. Returns the Figure.
-    """
-    if not paper_rows:
-        raise ValueError("plot_accuracy_vs_latency needs the paper rows (data/paper_table2.csv)")
-    colors = {"swiftformer": "tab:blue", "hybrid": "tab:orange", "convnet": "tab:green", "transformer": "tab:red"}
-    fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for r in paper_rows:
-        c = colors.get(r.get("family", ""), "tab:gray")
-        ax_p.scatter(float(r["iphone14_ne_latency_ms"]), float(r["top1"]), color=c, s=25)
-        ax_p.annotate(r["model"], (float(r["iphone14_ne_latency_ms"]), float(r["top1"])), fontsize=6,
-                      xytext=(3, 2), textcoords="offset points")
-    ax_p.set_xlabel("latency, iPhone 14 Neural Engine (ms, paper)")
-    ax_p.set_ylabel("ImageNet-1K top-1 (%, paper)")
-    ax_p.set_title("paper, Table 2", fontsize=10)
-    for r in measured_rows:
-        c = "tab:blue" if str(r["model"]).startswith("SwiftFormer") else "tab:orange"
-        ax_m.scatter(float(r["latency_ms"]), float(r["top1"]), color=c, s=25)
-        ax_m.annotate(r.get("label", r["model"]), (float(r["latency_ms"]), float(r["top1"])), fontsize=6,
-                      xytext=(3, 2), textcoords="offset points")
-    ax_m.set_xlabel("latency, this machine's CPU, batch 1 (ms, measured)")
-    ax_m.set_title("measured here (top-1 from the paper)", fontsize=10)
-    for ax in (ax_p, ax_m):
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    pts = [(paper[r["model"]], r["median_ms"], r["model"], r.get("device") or "")
+           for r in timings if r.get("compute_units") == compute_units and r.get("model") in paper]
+    fig, ax = plt.subplots(figsize=(4.8, 4.4), constrained_layout=True)
+    if pts:
+        xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        ax.scatter(xs, ys, zorder=3)
+        for x, yv, name, _ in pts:
+            ax.annotate(name, (x, yv), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        hi = max(xs.max(), ys.max()) * 1.3  # room for the labels
+    else:
+        hi = 1.0
+        ax.text(0.5, 0.5, f"no {compute_units} rows for models in the paper", ha="center", transform=ax.transAxes)
+    ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--", label="measured = paper")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("paper Table 2 latency, iPhone 14 NE (ms)")
+    ax.set_ylabel(f"measured median latency, {compute_units} (ms)")
+    ax.legend(loc="upper left", fontsize=8)
+    devices = sorted({p[3] for p in pts})
+    ax.set_title(title or ("measured vs paper" + (f": {', '.join(devices)}" if devices else "")), fontsize=10)
     return fig

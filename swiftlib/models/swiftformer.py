@@ -27,11 +27,9 @@ Inference-time fusion (BatchNorm and layer-scale folding) is in :mod:`swiftlib.m
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ import torch
 from torch import nn
 
 from swiftlib.attention import VARIANTS, build_attention
+from swiftlib.io import atomic_torch_save
 
 __all__ = [
     "LayerScale2d",
@@ -472,24 +471,10 @@ def _describe(model: nn.Module) -> str:
 
 def save_checkpoint(model: nn.Module, path, **extra) -> Path:
     """Atomically write ``{'model': state_dict, 'arch': ..., **extra}`` (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": model.state_dict(), "arch": getattr(model, "variant_name", None),
                "attention": getattr(model, "attention", None),
                "num_classes": getattr(model, "num_classes", None), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            buf = io.BytesIO()
-            torch.save(payload, buf)
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 # ============================================================================ variant table
