@@ -888,6 +888,19 @@ def _timm_model(name: str, num_classes: int = 1000) -> nn.Module:
     return m.eval()
 
 
+@contextmanager
+def _output_dir(out_dir, prefix: str):
+    """Yield ``out_dir`` as a Path (it must exist), or a temporary folder deleted afterwards if None."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+        return
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"output directory {str(out_dir)!r} does not exist (create it first)")
+    yield out_dir
+
+
 def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int = 224, precision: str = "fp16",
                       results_dir=None) -> dict[str, Any]:
     """Export swiftlib's ``model`` and timm's model of the same name with the same settings (image input,
@@ -900,19 +913,9 @@ def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int
     """
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; choose one of {MODEL_NAMES}")
-    tmp = None
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="swiftlib-export-")
-        out_dir = tmp.name
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise FileNotFoundError(f"output directory {str(out_dir)!r} does not exist (create it first)")
-    try:
+    with _output_dir(out_dir, "swiftlib-export-") as out_dir:
         ours = op_inventory(to_coreml(model, out_dir / f"{model}_swiftlib.mlpackage", img_size, precision))
         theirs = op_inventory(to_coreml(_timm_model(model), out_dir / f"{model}_timm.mlpackage", img_size, precision))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     rows = compare_inventories({"swiftlib": ours, "timm": theirs})
     ratio = ours.non_const / theirs.non_const
     result = {
@@ -1097,17 +1100,10 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
     """
     from swiftlib.bench import machine_info, time_interleaved, write_json
 
-    tmp = None
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="swiftlib-onnx-")
-        out_dir = tmp.name
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise FileNotFoundError(f"output directory {str(out_dir)!r} does not exist (create it first)")
     img_size = _check_img_size(img_size)
     x = torch.randn(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     rows = []
-    try:
+    with _output_dir(out_dir, "swiftlib-onnx-") as out_dir:
         for name in models:
             ours, _ = resolve_model(name)
             theirs = _timm_model(name)
@@ -1124,9 +1120,6 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
                          "swiftlib_iqr_ms": t["swiftlib"]["iqr_ms"], "timm_iqr_ms": t["timm"]["iqr_ms"],
                          "max_rel_diff_swiftlib": check_ours["max_rel_diff"],
                          "max_rel_diff_timm": check_theirs["max_rel_diff"]})
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     import onnxruntime
 
     result = {"img_size": img_size, "threads": threads, "provider": "CPUExecutionProvider",

@@ -22,6 +22,21 @@ VARIANT_STYLE = {
 SWIFTFORMER_STAGE_TOKENS = (3136, 784, 196, 49)
 
 
+def _log_token_axes(ax, ylabel: str, stage_tokens, n_lo: float, n_hi: float, label_stages: bool = False):
+    """Log-log axes against the token count, with SwiftFormer's stage token counts in [n_lo, n_hi] dotted."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens N")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    for n in stage_tokens:
+        if n_lo <= n <= n_hi:
+            ax.axvline(n, color="grey", lw=0.8, ls=":")
+            if label_stages:
+                ax.annotate(str(n), (n, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                            va="top", ha="right", color="grey")
+
+
 def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int = 16384,
                          n_mark: int | None = None, bytes_per_element: int = 4):
     """Analytic MACs and activation memory of the four attentions against the token count N.
@@ -46,14 +61,7 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
         ax_macs.plot(ns, macs, color=colour, label=label)
         ax_mem.plot(ns, mem, color=colour, label=label)
     for ax, ylabel in ((ax_macs, "multiply-accumulates (MACs)"), (ax_mem, "activation memory (MiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="major", alpha=0.3)
-        for n in SWIFTFORMER_STAGE_TOKENS:
-            if n <= n_max:
-                ax.axvline(n, color="grey", lw=0.8, ls=":")
+        _log_token_axes(ax, ylabel, SWIFTFORMER_STAGE_TOKENS, 1, n_max)
         if n_mark is not None:
             ax.axvline(n_mark, color="black", lw=1.2, ls="--")
     ax_macs.set_title(f"MACs, d={d}, heads={heads}, batch={batch}")
@@ -159,16 +167,7 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
         panels.append((ax_m, "peak_bytes", "peak memory (MiB)"))
     all_n = [p["n"] for p in points]
     for ax, key, ylabel in panels:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="major", alpha=0.3)
-        for n in stage_tokens:
-            if min(all_n) <= n <= max(all_n):
-                ax.axvline(n, color="grey", lw=0.8, ls=":")
-                ax.annotate(str(n), (n, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                            va="top", ha="right", color="grey")
+        _log_token_axes(ax, ylabel, stage_tokens, min(all_n), max(all_n), label_stages=True)
         marks = [c for c in crossovers if c.get("key", "median_ms") == key]
         for i, c in enumerate(marks):
             ax.axvline(c["n"], color="black", lw=1, ls="--", alpha=0.6)
