@@ -235,10 +235,12 @@ class EfficientAdditiveAttention(nn.Module):
     (``[B, N, 1]``, likewise ``r_k``) instead of normalised copies; ``alpha = r_q (Q_raw w_g)``,
     ``G = (a r_q)^T Q_raw``; the row scaling commutes with ``Proj``:
     ``Proj(G * K) = r_k ((G * K_raw) W_p^T) + b_p``; so ``out = final(r_k P + r_q Q_raw + b_p)``
-    with ``P = (G * K_raw) W_p^T``. Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND,
+    with ``P = (G * K_raw) W_p^T = K_raw (diag(G) W_p^T)``: ``G`` scales the ``D x D`` weight, not the
+    ``N x D`` keys. The ``1 / sqrt(D)`` of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not
+    applied (``scale`` is kept as an attribute for readers of the equations). Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND,
     ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`. :meth:`activation_memory` counts the
     official algorithm's intermediates (7ND + 2N + D elements); this forward creates
-    5ND + 10N + 2D + 2 and holds at most four ``[B, N, D]`` tensors at once.
+    4ND + D^2 + 9N + D + 2 and holds at most four ``[B, N, D]`` tensors at once.
     """
 
     def __init__(self, dim: int, num_heads: int = 1):
@@ -268,17 +270,18 @@ class EfficientAdditiveAttention(nn.Module):
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         _check_tokens(x, self.dim, type(self).__name__)
         B, N, D = x.shape
-        qk = self.qk(x.reshape(B * N, D))                        # [B*N, D] -> [B*N, 2D]
+        qk = torch.addmm(self.qk.bias, x.reshape(B * N, D), self.qk.weight.t())  # [B*N, D] -> [B*N, 2D]
         r = torch.linalg.vector_norm(qk.view(B, N, 2, D), dim=-1).clamp_min(_EPS).reciprocal()  # [B, N, 2]: 1/||q||, 1/||k||
         r_q, r_k = r[..., :1], r[..., 1:]                        # each [B, N, 1]
         q, k = qk[:, :D], qk[:, D:]                              # un-normalised, each [B*N, D] (views)
-        alpha = torch.mm(q, self.w_g * self.scale).view(B, N, 1) * r_q  # [B*N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g / sqrt(D)
+        alpha = torch.mm(q, self.w_g).view(B, N, 1).mul_(r_q)    # [B*N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g
         a = alpha / torch.linalg.vector_norm(alpha, dim=1, keepdim=True).clamp_min(_EPS)  # unit L2 norm over tokens
         g = torch.bmm((a * r_q).transpose(1, 2), q.view(B, N, D))  # [B, 1, N] @ [B, N, D] -> [B, 1, D] = a^T Qhat
-        p = torch.mm((k.view(B, N, D) * g).view(B * N, D), self.proj.weight.t())  # [B*N, D]: P = (G * K_raw) W_p^T
-        y = torch.addcmul(self.proj.bias, q, r_q.view(B * N, 1)).addcmul_(p, r_k.view(B * N, 1))  # Qhat + b_p + r_k P
-        del qk, q, k, p                                          # free before the last product (peak memory)
-        out = self.final(y).view(B, N, D)                        # [B*N, D] -> [B, N, D]
+        w_pg = g.transpose(1, 2) * self.proj.weight.t()           # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
+        p = torch.bmm(k.view(B, N, D), w_pg)                     # [B, N, D] @ [B, D, D] -> [B, N, D]: P = (G * K_raw) W_p^T
+        y = torch.addcmul(self.proj.bias, q.view(B, N, D), r_q).addcmul_(p, r_k)  # Qhat + b_p + r_k P, [B, N, D]
+        del qk, q, k, p, w_pg                                    # free before the last product (peak memory)
+        out = torch.addmm(self.final.bias, y.view(B * N, D), self.final.weight.t()).view(B, N, D)  # final(y)
         return (out, a.squeeze(-1)) if return_attn else out
 
     @staticmethod

@@ -9,6 +9,8 @@ Core API (every subcommand builds on it):
   above the memory in use before the call. CPU: a ``TorchDispatchMode`` that tracks the storages
   the ops of the call create (see :class:`LiveTensorMemory` for exactly what it counts).
 * :func:`machine_info` -- CPU model, cores, threads, torch/timm versions, GPU name.
+* :func:`steady_allocator` -- keep freed memory in the process (glibc), so that timings measure
+  the kernels rather than the page faults of fresh allocations (``--malloc steady``).
 * :func:`write_json` -- atomic write (temporary file in the same folder + ``os.replace``).
 * :func:`fit_exponent` -- least-squares slope of ``log t`` against ``log n``.
 
@@ -20,6 +22,7 @@ Every performance claim is a ratio against a peer timed in the same run, never a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -42,6 +45,7 @@ from swiftlib.io import atomic_write_json
 
 __all__ = [
     "machine_info",
+    "steady_allocator",
     "resolve_device",
     "time_module",
     "time_interleaved",
@@ -84,6 +88,32 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         "gpu_name": torch.cuda.get_device_name(device if device.type == "cuda" else 0) if cuda else None,
         "cuda": torch.version.cuda if cuda else None,
     }
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_MODES = ("default", "steady")
+
+
+def steady_allocator(mmap_threshold: int = 256 * 2**20, trim_threshold: int = 2**30) -> str:
+    """Make glibc's ``malloc`` keep and reuse freed memory for the rest of the process.
+
+    By default glibc serves blocks above a moving threshold (128 KiB at start) with fresh
+    ``mmap`` pages and returns the top of the heap to the system once 128 KiB or more is free.
+    A ``[3136, 48]`` float tensor is 588 KiB, so whether a forward's tensors fault in new pages on
+    every call depends on what the process allocated before, and the same module times 1x or 2-3x
+    from one run to the next. With both thresholds raised, a timed loop reuses the same pages.
+    Returns the setting in words (recorded with the results); where ``mallopt`` is missing (not
+    glibc) nothing changes and the text says so.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "default (mallopt not available: not glibc)"
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) != 1 or mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) != 1:
+        return "default (mallopt refused the thresholds)"
+    return f"steady (glibc mallopt: mmap threshold {mmap_threshold // 2**20} MiB, trim threshold {trim_threshold // 2**20} MiB)"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -416,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default: cpu)")
         p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current setting)")
         p.add_argument("--json", type=Path, default=None, help="write the results here (atomic)")
+        p.add_argument("--malloc", choices=MALLOC_MODES, default="default",
+                       help="'steady': glibc keeps freed memory for reuse, so timings do not depend on "
+                            "page faults of fresh allocations (whole process; see steady_allocator)")
         if spec["arguments"] is not None:
             spec["arguments"](p)
     return parser
@@ -431,13 +464,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         parser.error(str(e))
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    malloc = steady_allocator() if args.malloc == "steady" else "default"
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
     try:
         result = COMMANDS[args.command]["run"](args)
-        machine = machine_info(args.device)  # while --threads is in effect
+        machine = {**machine_info(args.device), "malloc": malloc}  # while --threads is in effect
     finally:
         torch.set_num_threads(threads_before)
     payload = {"command": args.command,
@@ -499,6 +533,38 @@ class TimmAdditiveOnTokens(nn.Module):
 
     def forward(self, x_map: torch.Tensor) -> torch.Tensor:
         return self.m(x_map)
+
+
+class AdditiveMatmuls(nn.Module):
+    """The matrix products of :class:`~swiftlib.attention.EfficientAdditiveAttention`'s forward alone.
+
+    Same shapes, layouts and BLAS calls as the module (``qk`` ``[B*N, D] @ [D, 2D]`` with its bias,
+    ``Q w_g``, ``a^T Q``, ``K (diag(G) W_p^T)``, ``final`` with its bias), on fixed operands, with no
+    elementwise work in between. Its latency is a floor for any eager implementation of the same
+    products: ``additive / additive_matmuls`` is the share the elementwise work and op dispatch add,
+    and ``additive_matmuls / timm_additive`` the best ratio against timm these products allow.
+    ``forward(x [B, N, D])`` returns every product (``[B, N, D]`` first; not the attention's value),
+    so that a tracer such as fvcore sees them all.
+    """
+
+    def __init__(self, ours: nn.Module, batch: int, n: int):
+        super().__init__()
+        d = ours.dim
+        g = torch.Generator().manual_seed(0)
+        self.qk, self.final, self.w_g = ours.qk, ours.final, ours.w_g
+        self.register_buffer("scores", torch.rand(batch, 1, n, generator=g))       # a * r_q, [B, 1, N]
+        self.register_buffer("w_pg", torch.randn(batch, d, d, generator=g))        # diag(G) W_p^T
+        self.register_buffer("y", torch.randn(batch * n, d, generator=g))          # input of final
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qk = torch.addmm(self.qk.bias, x.reshape(B * N, D), self.qk.weight.t())   # [B*N, 2D]
+        q, k = qk[:, :D], qk[:, D:]
+        alpha = torch.mm(q, self.w_g)                                              # [B*N, 1]
+        g = torch.bmm(self.scores, q.view(B, N, D))                                # [B, 1, D]
+        p = torch.bmm(k.view(B, N, D), self.w_pg)                                  # [B, N, D]
+        out = torch.addmm(self.final.bias, self.y, self.final.weight.t()).view(B, N, D)
+        return out, qk, alpha, g, p
 
 
 def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int = 1, device: str = "cpu",
@@ -573,13 +639,15 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
             checks[str(n)] = diff
             fns["timm_additive"] = timm_m
             inputs["timm_additive"] = x_map
+            fns["additive_matmuls"] = AdditiveMatmuls(ours, batch, n).to(dev).eval()
+            inputs["additive_matmuls"] = x
         # one input tuple for all: each callable picks its own tensor
         wrapped = {k: (lambda f=f, k=k: f(inputs[k])) for k, f in fns.items()}
         bar.set_postfix(n=n)
         timing = time_interleaved(wrapped, device=dev, rounds=rounds, min_run_time=min_run_time,
                                   threads=threads, max_seconds=max_seconds_per_point, clock=clock)
         for k in fns:
-            v = "additive" if k == "timm_additive" else k
+            v = "additive" if k in ("timm_additive", "additive_matmuls") else k
             hk = heads_of(v)
             point = {"variant": k, "n": n, "d": d, "heads": hk, "batch": batch, **timing[k],
                      "analytic_macs": batch * attention_macs(v, n, d, hk),
@@ -608,11 +676,10 @@ def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: 
         ns = [n for n in sorted(series) if n >= fit_from]
         exponents[v] = round(fit_exponent(ns, [series[n] for n in ns]), 3) if len(ns) >= 2 else None
     ratios: dict[str, dict[str, float]] = {}
-    if "additive" in by:
-        for peer in ("timm_additive", "self"):
-            if peer in by:
-                ratios[f"additive_over_{peer}"] = {
-                    str(n): round(by["additive"][n] / by[peer][n], 4) for n in sorted(by["additive"]) if n in by[peer]}
+    for a, b in (("additive", "timm_additive"), ("additive", "self"), ("additive_matmuls", "timm_additive"),
+                 ("additive_matmuls", "additive")):
+        if a in by and b in by:
+            ratios[f"{a}_over_{b}"] = {str(n): round(by[a][n] / by[b][n], 4) for n in sorted(by[a]) if n in by[b]}
     return exponents, ratios
 
 
@@ -621,6 +688,9 @@ def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
     r = ratios.get("additive_over_timm_additive", {}).get("3136")
     if r is not None:
         targets["additive_over_timm_at_3136"] = {"measured": r, "target": "<= 0.8", "met": r <= 0.8}
+        floor = ratios.get("additive_matmuls_over_timm_additive", {}).get("3136")
+        if floor is not None:  # the best ratio the shared matrix products allow
+            targets["additive_over_timm_at_3136"]["matmul_floor"] = floor
     r = ratios.get("additive_over_self", {}).get("3136")
     if r is not None:
         targets["self_over_additive_at_3136"] = {"measured": round(1 / r, 2), "target": ">= 20", "met": 1 / r >= 20}
@@ -725,10 +795,14 @@ def sweep_series(points: Sequence[dict[str, Any]], key: str = "median_ms") -> di
     return {v: (sorted(s), [s[n] for n in sorted(s)]) for v, s in series.items()}
 
 
-def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms") -> list[dict[str, Any]]:
-    """Every crossing of every pair of variants in a sweep (``{"a", "b", "n", "key"}``), by n."""
+def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms",
+                     skip: Sequence[str] = ("additive_matmuls",)) -> list[dict[str, Any]]:
+    """Every crossing of every pair of variants in a sweep (``{"a", "b", "n", "key"}``), by n.
+
+    ``skip``: series that are not attentions (by default the matrix-product floor of
+    :class:`AdditiveMatmuls`)."""
     series = sweep_series(points, key)
-    names = list(series)
+    names = [v for v in series if v not in skip]
     found = []
     for i, va in enumerate(names):
         for vb in names[i + 1:]:
@@ -816,12 +890,24 @@ def train_throughput(sizes: Sequence[int] = (64, 160, 224), batch: int = 16, ste
 
 def data_loading_throughput(img_size: int = 128, cache_size: int = 144, images: int = 300, jpeg_size=(500, 375),
                             workers: int = 2, batch: int = 32, rounds: int = 3) -> dict[str, Any]:
-    """img/s of a DataLoader over a JPEG folder vs the same folder's uint8 cache, same training transform."""
+    """img/s of three loaders over one JPEG folder, all giving normalised ``[B, 3, img_size, img_size]`` batches
+    of the same augmentation (random resized crop 0.08-1 + flip):
+
+    * ``jpeg``: decode every JPEG, timm's transform per image (in ``workers`` processes);
+    * ``cache``: the uint8 cache, the same per-image transform;
+    * ``cache_batch``: the uint8 cache, rows collated as they are and augmented per batch by
+      :class:`swiftlib.data.BatchRandomResizedCrop`, all in the main process with torch's threads
+      (what ``swiftlib.train`` does with in-memory data; reading a row is ~50x cheaper than decoding,
+      so worker processes would only add transfers).
+
+    Also the image access alone (decode vs memmap row, one process, no transform).
+    """
     import tempfile as _tf
 
     from swiftlib import data as sdata
 
-    tf = sdata.build_transform(img_size, True)
+    tf = sdata.build_transform(img_size, True, color_jitter=0.0)
+    batch_tf = sdata.BatchRandomResizedCrop(img_size)
     with _tf.TemporaryDirectory() as tmp:
         classes = [f"class{i}" for i in range(10)]
         root = sdata.write_image_folder(Path(tmp) / "jpeg", classes, images // 10, size=jpeg_size, splits=("train",))
@@ -838,22 +924,28 @@ def data_loading_throughput(img_size: int = 128, cache_size: int = 144, images: 
                 os.environ.pop("SWIFTLIB_CACHE", None)
             else:
                 os.environ["SWIFTLIB_CACHE"] = old
+        raw = sdata.ArrayDataset(cached.images, cached.targets, cached.classes, cached.class_names, raw=True)
 
-        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                                  persistent_workers=workers > 0)
-                   for k, ds in (("jpeg", jpeg), ("cache", cached))}
+        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=w,
+                                                  persistent_workers=w > 0)
+                   for k, ds, w in (("jpeg", jpeg, workers), ("cache", cached, workers), ("cache_batch", raw, 0))}
 
-        def rate(loader) -> float:  # one full pass over the folder, workers already running
+        def rate(name: str, loader) -> float:  # one full pass over the folder, workers already running
+            gen = torch.Generator().manual_seed(0)
             t = time.perf_counter()
-            n = sum(x.shape[0] for x, _ in loader)
+            n = 0
+            for x, _ in loader:
+                if name == "cache_batch":
+                    x = batch_tf(x, gen)
+                n += x.shape[0]
             return n / (time.perf_counter() - t)
 
-        for loader in loaders.values():  # warm-up pass: start the workers, fill the page cache
-            rate(loader)
-        js, cs = [], []
+        for name, loader in loaders.items():  # warm-up pass: start the workers, fill the page cache
+            rate(name, loader)
+        passes: dict[str, list[float]] = {name: [] for name in loaders}
         for r in range(rounds):
-            for name in (("jpeg", "cache") if r % 2 == 0 else ("cache", "jpeg")):
-                (js if name == "jpeg" else cs).append(rate(loaders[name]))
+            for name in (list(loaders) if r % 2 == 0 else list(reversed(loaders))):
+                passes[name].append(rate(name, loaders[name]))
         del loaders
 
         def load_rate(ds) -> float:  # decode (JPEG) or read (cache) only, one process, no transform
@@ -866,14 +958,17 @@ def data_loading_throughput(img_size: int = 128, cache_size: int = 144, images: 
         for r in range(rounds):
             for name in (("jpeg", "cache") if r % 2 == 0 else ("cache", "jpeg")):
                 (lj if name == "jpeg" else lc).append(load_rate(jpeg if name == "jpeg" else cached))
-    j, c = statistics.median(js), statistics.median(cs)
+    j, c, cb = (statistics.median(passes[k]) for k in ("jpeg", "cache", "cache_batch"))
     load_j, load_c = statistics.median(lj), statistics.median(lc)
-    print(f"data loading: JPEG {j:.0f} img/s, uint8 cache {c:.0f} img/s, ratio {c / j:.1f} "
-          f"(image access only: ratio {load_c / load_j:.1f})", file=sys.stderr)
+    print(f"data loading: JPEG {j:.0f} img/s, uint8 cache {c:.0f} img/s (ratio {c / j:.1f}), cache + batch "
+          f"augmentation {cb:.0f} img/s (ratio {cb / j:.1f}); image access only: ratio {load_c / load_j:.1f}",
+          file=sys.stderr)
     return {"images": len(jpeg), "jpeg_size_wh": list(jpeg_size), "img_size": img_size, "cache_size": cache_size,
-            "workers": workers, "batch": batch, "rounds": rounds, "jpeg_img_s": round(j, 1), "cache_img_s": round(c, 1),
-            "ratio": round(c / j, 2), "cache_build_seconds": round(build_s, 2),
-            "jpeg_rounds": [round(v, 1) for v in js], "cache_rounds": [round(v, 1) for v in cs],
+            "workers": workers, "batch": batch, "rounds": rounds,
+            "augmentation": "random resized crop (0.08-1) + flip + normalise, in every loader",
+            "jpeg_img_s": round(j, 1), "cache_img_s": round(c, 1), "cache_batch_img_s": round(cb, 1),
+            "ratio": round(c / j, 2), "ratio_batch": round(cb / j, 2), "cache_build_seconds": round(build_s, 2),
+            "rounds_img_s": {k: [round(v, 1) for v in vs] for k, vs in passes.items()},
             "load_only": {"jpeg_img_s": round(load_j, 1), "cache_img_s": round(load_c, 1),
                           "ratio": round(load_c / load_j, 1),
                           "what": "image access without the transform: JPEG decode + RGB vs uint8 memmap row"},

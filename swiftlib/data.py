@@ -23,6 +23,10 @@ Every dataset carries ``classes`` (WNIDs or folder names), ``class_names`` (huma
 
 Transforms come from timm's ``create_transform`` (random resized crop, flip, RandAugment, colour
 jitter, random erasing; eval: resize + center crop with ``crop_pct``): :func:`build_transform`.
+For images already in memory as uint8 (the cache, Fashion-MNIST), :class:`BatchRandomResizedCrop`
+does random resized crop + flip + normalisation for a whole batch in one ``grid_sample`` (on the
+training device), instead of one PIL pipeline per image; ``ArrayDataset(raw=True)`` serves the
+uint8 rows it needs.
 
 Cache (``cache=True``): every image decoded once, resized to ``cache_size`` on the short side,
 center-cropped to a square and stored as a memory-mapped ``uint8`` array ``[N, S, S, 3]`` under
@@ -39,6 +43,7 @@ import functools
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -53,6 +58,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -60,7 +66,7 @@ from swiftlib import DATA_DIR
 
 __all__ = [
     "DATASETS", "ARCHIVES", "IMAGENET_MEAN", "IMAGENET_STD", "FASHION_MNIST_CLASSES",
-    "DataReport", "ImageListDataset", "ArrayDataset", "SeededTransformDataset",
+    "DataReport", "ImageListDataset", "ArrayDataset", "SeededTransformDataset", "BatchRandomResizedCrop",
     "build_dataset", "build_transform", "cache_root", "read_class_list", "imagenet_class_index",
     "imagenet_class_name", "select_classes", "cap_per_class", "download_archive", "verify_checksum",
     "extract_archive", "load_fashion_mnist", "cached_uint8", "write_image_folder", "dataset_or_fallback",
@@ -403,16 +409,20 @@ class ImageListDataset(_Base):
 
 
 class ArrayDataset(_Base):
-    """Images in a uint8 array ``[N, H, W]`` (grey, served as RGB) or ``[N, H, W, 3]`` (may be memory-mapped)."""
+    """Images in a uint8 array ``[N, H, W]`` (grey, served as RGB) or ``[N, H, W, 3]`` (may be memory-mapped).
+
+    ``raw=True``: items are ``(uint8 tensor [H, W] or [H, W, 3], label)``, the stored row as it is
+    (for :class:`BatchRandomResizedCrop`); ``transform`` is then not applied.
+    """
 
     def __init__(self, images: np.ndarray, targets, classes, class_names, *, transform=None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, report: DataReport | None = None):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, report: DataReport | None = None, raw: bool = False):
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(targets):
             raise ValueError(f"expected uint8 images [N, H, W(, 3)] and N targets, got {images.dtype} "
                              f"{tuple(images.shape)} and {len(targets)} targets")
         self.images, self.targets = images, list(map(int, targets))
         self.classes, self.class_names = list(classes), list(class_names)
-        self.transform, self.mean, self.std = transform, tuple(mean), tuple(std)
+        self.transform, self.mean, self.std, self.raw = transform, tuple(mean), tuple(std), raw
         self.report = report or DataReport("array", "-", len(self.targets), len(self.classes))
 
     def load(self, index: int) -> Image.Image:
@@ -420,7 +430,106 @@ class ArrayDataset(_Base):
         return img.convert("RGB") if img.mode != "RGB" else img
 
     def __getitem__(self, index: int):
+        if self.raw:
+            return torch.from_numpy(np.array(self.images[index])), self.targets[index]
         return self._finish(self.load(index), self.targets[index])
+
+
+class BatchRandomResizedCrop:
+    """Random resized crop + horizontal flip + normalisation of a whole uint8 batch, in one ``grid_sample``.
+
+    Input ``images``: uint8 ``[B, H, W]`` (grey, replicated to 3 channels), ``[B, H, W, 3]`` (as
+    stored by :class:`ArrayDataset`) or ``[B, 3, H, W]``, on any device. Output: float
+    ``[B, 3, size, size]``, ``(x / 255 - mean) / std``.
+
+    Training: per image, a crop box with area fraction in ``scale`` and aspect ratio (log-uniform)
+    in ``ratio``, by torchvision's ``RandomResizedCrop.get_params`` rule (ten tries, then the
+    largest center crop within ``ratio``), flipped with probability ``hflip``; the box is resampled
+    to ``size`` bilinearly (no antialiasing: a crop larger than ``size`` is point-sampled, as in
+    GPU augmentation pipelines). ``train=False``: the center crop of ``crop_pct`` of the short
+    side (timm's eval resize + center crop), no flip. Randomness comes from ``generator`` only, so
+    a batch is a function of (generator seed, images).
+    """
+
+    def __init__(self, size: int, *, train: bool = True, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                 hflip: float = 0.5, crop_pct: float = 0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        if size < 1:
+            raise ValueError(f"size must be >= 1 pixel, got {size}")
+        if not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
+        if not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {tuple(ratio)}")
+        if not 0 <= hflip <= 1 or not 0 < crop_pct <= 1:
+            raise ValueError(f"hflip must be in [0, 1] and crop_pct in (0, 1], got {hflip}, {crop_pct}")
+        self.size, self.train, self.scale, self.ratio = int(size), train, tuple(scale), tuple(ratio)
+        self.hflip, self.crop_pct = float(hflip), float(crop_pct)
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, train={self.train}, scale={self.scale}, "
+                f"ratio={tuple(round(r, 4) for r in self.ratio)}, hflip={self.hflip}, crop_pct={self.crop_pct})")
+
+    def boxes(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Crop boxes ``[B, 4]`` as ``(top, left, h, w)`` in pixels (float64), drawn from ``generator``."""
+        if not self.train:
+            side = self.crop_pct * min(height, width)
+            box = torch.tensor([(height - side) / 2, (width - side) / 2, side, side], dtype=torch.float64)
+            return box.expand(batch, 4).clone()
+        tries = 10
+        area = height * width * torch.empty(batch, tries, dtype=torch.float64).uniform_(*self.scale, generator=generator)
+        log_r = torch.empty(batch, tries, dtype=torch.float64).uniform_(
+            math.log(self.ratio[0]), math.log(self.ratio[1]), generator=generator)
+        w = torch.sqrt(area * torch.exp(log_r)).round()                 # [B, tries]
+        h = torch.sqrt(area / torch.exp(log_r)).round()
+        ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((batch,), -1))
+        pick = first.clamp_min(0).unsqueeze(1)
+        w, h = w.gather(1, pick).squeeze(1), h.gather(1, pick).squeeze(1)
+        in_ratio = width / height                                       # fallback: largest center crop within ratio
+        if in_ratio < self.ratio[0]:
+            fw, fh = width, round(width / self.ratio[0])
+        elif in_ratio > self.ratio[1]:
+            fw, fh = round(height * self.ratio[1]), height
+        else:
+            fw, fh = width, height
+        fallback = first < 0
+        w, h = torch.where(fallback, float(fw), w), torch.where(fallback, float(fh), h)
+        u = torch.rand(batch, 2, dtype=torch.float64, generator=generator)
+        top = torch.where(fallback, (height - h) // 2, torch.floor(u[:, 0] * (height - h + 1)))
+        left = torch.where(fallback, (width - w) // 2, torch.floor(u[:, 1] * (width - w + 1)))
+        return torch.stack([top, left, h, w], dim=1)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() not in (3, 4):
+            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"{type(self).__name__} expects uint8 images [B, H, W], [B, H, W, 3] or [B, 3, H, W]; got {got}")
+        if images.dim() == 3:
+            x = images.unsqueeze(1)                                     # [B, H, W] -> [B, 1, H, W]
+        elif images.shape[-1] == 3 and images.shape[1] != 3:
+            x = images.permute(0, 3, 1, 2)                              # [B, H, W, 3] -> [B, 3, H, W]
+        elif images.shape[1] == 3:
+            x = images
+        else:
+            raise ValueError(f"{type(self).__name__}: 4-d images need 3 channels first or last, got {tuple(images.shape)}")
+        B, _, H, W = x.shape
+        box = self.boxes(B, H, W, generator)                            # [B, 4]: top, left, h, w
+        flip = (torch.rand(B, generator=generator, dtype=torch.float64) < self.hflip) if self.train \
+            else torch.zeros(B, dtype=torch.bool)
+        # box -> sampling grid in grid_sample's normalised input coords (align_corners=False: -1 and 1
+        # are the outer edges of the image). The map is axis-aligned, so x depends on the output
+        # column only and y on the row: two [B, S] vectors instead of affine_grid's [B, S*S, 3] product.
+        S = self.size
+        base = (torch.arange(S, dtype=torch.float64) * 2 + 1) / S - 1           # output pixel centres in [-1, 1]
+        sign = torch.where(flip, -1.0, 1.0)
+        gx = ((2 * box[:, 1] + box[:, 3]) / W - 1)[:, None] + (sign * box[:, 3] / W)[:, None] * base  # [B, S]
+        gy = ((2 * box[:, 0] + box[:, 2]) / H - 1)[:, None] + (box[:, 2] / H)[:, None] * base        # [B, S]
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B, S, S, 2]: (x, y)
+        grid = grid.to(device=x.device, dtype=torch.float32)
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        scale = 1 / (255 * torch.tensor(self.std, device=x.device))
+        shift = -torch.tensor(self.mean, device=x.device) / torch.tensor(self.std, device=x.device)
+        # (x / 255 - mean) / std in one pass; a grey batch is broadcast to 3 channels here
+        return torch.addcmul(shift.view(1, 3, 1, 1), out, scale.view(1, 3, 1, 1)).expand(B, 3, S, S).contiguous()
 
 
 class SeededTransformDataset(Dataset):
@@ -446,6 +555,8 @@ class SeededTransformDataset(Dataset):
         if not isinstance(item, tuple):
             return self.dataset[item]
         index, seed = item
+        if getattr(self.dataset, "raw", False) or getattr(self.dataset, "transform", True) is None:
+            return self.dataset[index]  # nothing random happens per item
         py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
             random.seed(seed)

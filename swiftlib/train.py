@@ -53,7 +53,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from swiftlib.io import atomic_torch_save, atomic_write_text
-from swiftlib.data import DATASETS, SeededTransformDataset, build_dataset, build_transform
+from swiftlib.data import (DATASETS, ArrayDataset, BatchRandomResizedCrop, SeededTransformDataset, build_dataset,
+                           build_transform)
 
 __all__ = ["TrainConfig", "RECIPES", "resolve_config", "fit", "evaluate", "evaluate_checkpoint",
            "ResumableSampler", "main"]
@@ -105,6 +106,7 @@ class TrainConfig:
     re_prob: float | None = None
     crop_pct: float | None = None
     repeated_aug: int | None = None
+    batch_augment: bool | None = None     # uint8 images in memory: crop/flip/normalise per batch (default: when possible)
     # hard distillation
     teacher: str | None = None            # timm model name
     teacher_checkpoint: str | None = None
@@ -336,6 +338,25 @@ def _device(cfg: TrainConfig) -> torch.device:
     return torch.device(kind)
 
 
+def _use_batch_augment(cfg: TrainConfig, train: Dataset) -> bool:
+    """Whether the training images are augmented per batch (:class:`swiftlib.data.BatchRandomResizedCrop`).
+
+    It needs uint8 images in memory (an :class:`~swiftlib.data.ArrayDataset`: Fashion-MNIST or
+    ``--cache``) and a recipe of crop + flip only; ``batch_augment=None`` uses it whenever both hold.
+    """
+    only_crop_flip = cfg.auto_augment in (None, "none", "") and not cfg.color_jitter and not cfg.re_prob
+    in_memory = isinstance(train, ArrayDataset)
+    if cfg.batch_augment is None:
+        return in_memory and only_crop_flip
+    if cfg.batch_augment and not in_memory:
+        raise ValueError("--batch-augment needs uint8 images in memory: --data fashion-mnist, or --cache")
+    if cfg.batch_augment and not only_crop_flip:
+        raise ValueError(f"--batch-augment does random resized crop, flip and normalisation only; got "
+                         f"auto_augment={cfg.auto_augment!r}, color_jitter={cfg.color_jitter}, re_prob={cfg.re_prob} "
+                         f"(set them to none / 0, or use --no-batch-augment)")
+    return bool(cfg.batch_augment)
+
+
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """Train (with the recipe's augmentation) and validation datasets of a resolved config."""
     common = dict(classes=cfg.classes, num_classes=cfg.subset_classes, images_per_class=cfg.images_per_class,
@@ -347,9 +368,14 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     val = build_dataset(cfg.data, cfg.data_dir, cfg.val_split, cfg.img_size, transform=None,
                         **{**common, "images_per_class": None})
     aa = None if cfg.auto_augment in (None, "none", "") else cfg.auto_augment
-    train.transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std, scale=(cfg.scale_min, 1.0),
-                                      hflip=cfg.hflip, auto_augment=aa, color_jitter=cfg.color_jitter,
-                                      re_prob=cfg.re_prob)
+    if _use_batch_augment(cfg, train):
+        train.raw, train.transform = True, None  # uint8 rows; the loop applies train.batch_transform
+        train.batch_transform = BatchRandomResizedCrop(cfg.img_size, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip,
+                                                       mean=train.mean, std=train.std)
+    else:
+        train.transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std,
+                                          scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, auto_augment=aa,
+                                          color_jitter=cfg.color_jitter, re_prob=cfg.re_prob)
     val.transform = build_transform(cfg.img_size, False, mean=val.mean, std=val.std, crop_pct=cfg.crop_pct)
     return train, val
 
@@ -415,6 +441,8 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
     if train_dataset is None or val_dataset is None:
         built_train, built_val = build_datasets(cfg)
         train_dataset, val_dataset = train_dataset or built_train, val_dataset or built_val
+    batch_transform = getattr(train_dataset, "batch_transform", None)
+    cfg = dataclasses.replace(cfg, batch_augment=batch_transform is not None)  # recorded as used
     classes = list(getattr(train_dataset, "classes", []))
     num_classes = 1000 if cfg.imagenet_labels else (len(classes) or int(max(train_dataset.targets)) + 1)
     per_rank = len(train_dataset) // world  # repeated augmentation keeps the epoch length (DeiT's RASampler)
@@ -535,6 +563,9 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
             t0 = time.perf_counter()
             for images, labels in train_loader:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                if batch_transform is not None:  # randomness from (seed, epoch, step, rank) only: resumable
+                    gen = torch.Generator().manual_seed(_sample_seed(cfg.seed, epoch, step * world + rank))
+                    images = batch_transform(images, generator=gen)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 hard_labels = labels

@@ -139,13 +139,15 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
 
     ``points`` are the dicts of :func:`swiftlib.bench.attention_sweep` (``variant``, ``n``,
     ``median_ms``, ``iqr_ms`` and optionally ``peak_bytes``); each variant is a line with IQR error
-    bars (timm's additive attention, ``"timm_additive"``, dashed). ``crossovers`` (dicts with ``a``,
+    bars (timm's additive attention, ``"timm_additive"``, dashed; the matrix products of swiftlib's,
+    ``"additive_matmuls"``, dotted). ``crossovers`` (dicts with ``a``,
     ``b``, ``n``, ``key`` as from :func:`swiftlib.bench.sweep_crossovers`) are marked on the panel of
     their ``key``; SwiftFormer's per-stage token counts (3136, 784, 196, 49 at 224 px) are dotted,
     labelled lines. Returns the Figure.
     """
     styles = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
-              "timm_additive": ("tab:blue", "timm additive (peer)", "--")}
+              "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
+              "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
     if not points:
         raise ValueError("plot_sweep needs at least one measured point")
     has_mem = any("peak_bytes" in p for p in points)

@@ -148,14 +148,39 @@ def test_transposed_attention_allocates_the_formula_plus_its_temporaries(n, d, h
 def test_additive_attention_allocates_the_formula_minus_the_normalised_copies(n, d):
     """The formula counts the official algorithm's tensors (7nD + 2n + D). The forward keeps the
     two L2 normalisations as per-token factors, so the normalised copy of [Q | K] (2nD) is never
-    made; the small tensors differ by 8n + D + 2 elements (the [B, N, 2] norm, clamp and reciprocal,
-    the unscaled scores, the scores times r_q, the token norm and its clamp, the scaled w_g).
+    made, and G scales the D x D weight of Proj instead of the keys (D^2 in place of G * K, nD);
+    beside G (D) the small tensors are 9n + 2 elements against the formula's 2n: the [B, N, 2] norm,
+    its clamp and reciprocal (6n), the scores Q w_g (r_q applied in place), a and a * r_q, the
+    token norm and its clamp.
     The peak holds at most four token tensors."""
     m = A.EfficientAdditiveAttention(d).eval()
     r = bench.peak_memory(m, torch.randn(1, n, d))
     f = A.attention_memory("additive", n, d)
-    assert r["allocated_bytes"] - r["output_bytes"] == f - 4 * 2 * n * d + 4 * (8 * n + d + 2)
-    assert r["peak_bytes"] <= 4 * (4 * n * d + 10 * n + 2 * d)
+    assert r["allocated_bytes"] - r["output_bytes"] == f - 4 * 3 * n * d + 4 * (d * d + 7 * n + 2)
+    assert r["peak_bytes"] <= 4 * (4 * n * d + d * d + 10 * n + 2 * d)
+
+
+@pytest.mark.parametrize("batch,n,d", [(1, 49, 48), (2, 196, 32)])
+def test_matmul_floor_does_the_attentions_matrix_products_and_nothing_else(batch, n, d):
+    """fvcore on the floor module: the analytic 4nD^2 + 2nD MACs of the attention, and no
+    elementwise work except the two bias adds (qk: 2D, final: D per token) and the traced shape
+    product B * N (one scalar multiply)."""
+    from swiftlib.flops import count_macs
+
+    ours = A.EfficientAdditiveAttention(d).eval()
+    floor = bench.AdditiveMatmuls(ours, batch, n).eval()
+    c = count_macs(floor, torch.randn(batch, n, d))
+    assert c["matmul"] == batch * A.attention_macs("additive", n, d)
+    assert c["elementwise"] == batch * n * 3 * d + 1
+
+
+def test_steady_allocator_sets_glibc_thresholds(tmp_path):
+    text = bench.steady_allocator()
+    assert text.startswith("steady") or "not glibc" in text
+    out = tmp_path / "a.json"
+    bench.main(["attention", "--n", "16,32", "--d", "8", "--variants", "additive", "--min-run-time", "0.02",
+                "--rounds", "1", "--no-memory", "--malloc", "steady", "--json", str(out)])
+    assert json.loads(out.read_text())["machine"]["malloc"] == text
 
 
 def test_additive_attention_allocates_less_than_timm():
@@ -243,15 +268,18 @@ def test_attention_cli_writes_json(tmp_path, capsys):
     assert saved["machine"]["torch_threads"] == 1
     assert saved["config"]["n"] == [16, 64, 256]
     variants = {p["variant"] for p in saved["points"]}
-    assert variants == {"self", "transposed", "separable", "additive", "timm_additive"}
-    assert len(saved["points"]) == 5 * 3
+    assert variants == {"self", "transposed", "separable", "additive", "timm_additive", "additive_matmuls"}
+    assert len(saved["points"]) == 6 * 3
     for p in saved["points"]:
         assert p["median_ms"] > 0 and p["runs"] >= 1 and p["threads"] == 1 and p["peak_bytes"] > 0
-        base = "additive" if p["variant"] == "timm_additive" else p["variant"]
+        base = "additive" if p["variant"] in ("timm_additive", "additive_matmuls") else p["variant"]
         assert p["analytic_macs"] == A.attention_macs(base, p["n"], 16, p["heads"])
     assert {p["heads"] for p in saved["points"] if p["variant"] == "self"} == {2}
     assert set(saved["exponents"]) == variants
-    assert set(saved["ratios"]) == {"additive_over_timm_additive", "additive_over_self"}
+    assert set(saved["ratios"]) == {"additive_over_timm_additive", "additive_over_self",
+                                    "additive_matmuls_over_timm_additive", "additive_matmuls_over_additive"}
+    assert saved["machine"]["malloc"] == "default"
+    assert not any("additive_matmuls" in (c["a"], c["b"]) for c in saved["crossovers"])
     assert max(saved["peer_max_abs_diff"].values()) < 1e-5
     assert "additive" in capsys.readouterr().out
 
@@ -329,3 +357,15 @@ def test_attention_bench_widget_redraws_on_change():
     assert calls == [(32, 1, 1, "cpu")]
     sliders[1].value = 3  # 32 is not divisible by 3: no measurement
     assert len(calls) == 1
+
+
+def test_data_loading_benchmark_times_three_loaders_of_the_same_batches(tmp_path):
+    out = tmp_path / "data.json"
+    payload = bench.main(["train", "--skip-train", "--data-images", "20", "--workers", "0", "--json", str(out)])
+    d = json.loads(out.read_text())["data"]
+    assert d == json.loads(json.dumps(payload["data"])) and d["images"] == 20
+    for k in ("jpeg_img_s", "cache_img_s", "cache_batch_img_s"):
+        assert d[k] > 0
+    assert d["ratio"] == pytest.approx(d["cache_img_s"] / d["jpeg_img_s"], rel=0.01)
+    assert d["ratio_batch"] == pytest.approx(d["cache_batch_img_s"] / d["jpeg_img_s"], rel=0.01)
+    assert set(d["rounds_img_s"]) == {"jpeg", "cache", "cache_batch"}

@@ -332,3 +332,83 @@ def test_interrupted_download_resumes_with_a_range_request(tmp_path, monkeypatch
     (tmp_path / "archive.tgz.part").write_bytes(payload[:1000])  # what an interrupted download left
     D.download_archive("https://example.invalid/archive.tgz", dest, f"md5:{md5}")
     assert asked == ["bytes=1000-"] and dest.read_bytes() == payload
+
+
+# --------------------------------------------------------------------------- batch augmentation
+def _plain(size, **kw):
+    return D.BatchRandomResizedCrop(size, mean=(0, 0, 0), std=(1, 1, 1), **kw)
+
+
+def test_batch_crop_of_the_whole_image_is_torch_bilinear_resize():
+    grey = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = _plain(32, scale=(1, 1), ratio=(1, 1), hflip=0.0)(grey, torch.Generator().manual_seed(1))
+    ref = torch.nn.functional.interpolate(grey.float().unsqueeze(1), size=(32, 32), mode="bilinear",
+                                          align_corners=False) / 255
+    assert out.shape == (5, 3, 32, 32)
+    torch.testing.assert_close(out, ref.expand(5, 3, 32, 32), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("hflip", [0.0, 1.0])
+def test_batch_crop_equals_torchvision_resized_crop_of_its_boxes(layout, hflip):
+    rgb = torch.randint(0, 256, (4, 40, 50, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = rgb if layout == "nhwc" else rgb.permute(0, 3, 1, 2).contiguous()
+    t = _plain(16, scale=(0.2, 0.7), hflip=hflip)
+    out = t(images, torch.Generator().manual_seed(3))
+    boxes = t.boxes(4, 40, 50, torch.Generator().manual_seed(3))  # the same draws come first
+    for b in range(4):
+        top, left, h, w = (int(v) for v in boxes[b])
+        ref = TF.resized_crop(rgb[b].permute(2, 0, 1).float(), top, left, h, w, [16, 16],
+                              interpolation=InterpolationMode.BILINEAR, antialias=False) / 255
+        torch.testing.assert_close(out[b], ref.flip(-1) if hflip else ref, rtol=0, atol=1e-5)
+
+
+def test_batch_crop_boxes_follow_torchvision_random_resized_crop():
+    """Area fraction and aspect ratio of 20000 boxes vs torchvision's own get_params draws."""
+    from torchvision.transforms import RandomResizedCrop
+
+    H, W, n = 100, 120, 20000
+    ours = _plain(32, scale=(0.08, 1.0)).boxes(n, H, W, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    img = torch.zeros(1, H, W)
+    theirs = torch.tensor([RandomResizedCrop.get_params(img, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)],
+                          dtype=torch.float64)
+    for boxes in (ours, theirs):
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 0] + boxes[:, 2] <= H).all() and (boxes[:, 1] + boxes[:, 3] <= W).all()
+    area = lambda b: b[:, 2] * b[:, 3] / (H * W)  # noqa: E731
+    aspect = lambda b: (b[:, 3] / b[:, 2]).log()  # noqa: E731
+    assert area(ours).mean().item() == pytest.approx(area(theirs).mean().item(), abs=0.01)
+    assert aspect(ours).std().item() == pytest.approx(aspect(theirs).std().item(), abs=0.01)
+    centre = lambda b: ((b[:, 1] + b[:, 3] / 2) / W).mean().item()  # noqa: E731
+    assert centre(ours) == pytest.approx(centre(theirs), abs=0.01)
+
+
+def test_batch_crop_eval_is_the_center_crop_pct_and_normalises():
+    rgb = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    out = D.BatchRandomResizedCrop(32, train=False, crop_pct=0.875, mean=mean, std=std)(rgb)
+    ref = TF.resized_crop(rgb.float() / 255, 4, 12, 56, 56, [32, 32], interpolation=InterpolationMode.BILINEAR,
+                          antialias=False)
+    torch.testing.assert_close(out, TF.normalize(ref, mean, std), rtol=0, atol=5e-5)
+
+
+def test_batch_crop_is_a_function_of_the_generator_seed_and_checks_input():
+    grey = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    t = D.BatchRandomResizedCrop(32, scale=(0.3, 1.0))
+    a, b = t(grey, torch.Generator().manual_seed(5)), t(grey, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, t(grey, torch.Generator().manual_seed(6)))
+    with pytest.raises(ValueError, match="uint8"):
+        t(grey.float())
+    with pytest.raises(ValueError, match="3 channels"):
+        t(torch.zeros(2, 2, 9, 9, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="scale"):
+        D.BatchRandomResizedCrop(32, scale=(0.5, 0.2))
+
+
+def test_array_dataset_raw_items_are_the_stored_rows():
+    images = np.random.default_rng(0).integers(0, 256, (6, 9, 7), dtype=np.uint8)
+    ds = D.ArrayDataset(images, list(range(6)), list(range(6)), list(range(6)), raw=True)
+    x, y = ds[4]
+    assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(images[4])) and y == 4
+    assert D.SeededTransformDataset(ds)[(4, 123)][1] == 4

@@ -128,6 +128,40 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tree, tmp_path):
     assert not torch.equal(fresh["head.weight"], a["head.weight"])
 
 
+def _batch_augment_kw(tree, out):
+    """The cached tree: uint8 images in memory, crop + flip only, so fit augments per batch."""
+    return dict(data="folder", data_dir=str(tree), cache=True, cache_size=40, recipe="subset", model="swiftformer_xs",
+                epochs=2, batch_size=8, lr_batch=8, warmup_epochs=0.5, img_size=32, scale_min=0.3, color_jitter=0.0,
+                out=str(out), progress=False, seed=3)
+
+
+def test_batch_augment_is_used_for_cached_data_and_resumes_bit_for_bit(tree, tmp_path):
+    straight = T.fit(**_batch_augment_kw(tree, tmp_path / "a"))
+    assert straight["config"].batch_augment is True
+
+    def interrupt_at_step_4(event, info):
+        if event == "step" and info["global_step"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert T.fit(**_batch_augment_kw(tree, tmp_path / "b"), callback=interrupt_at_step_4)["status"] == "interrupted"
+    resumed = T.fit(**_batch_augment_kw(tree, tmp_path / "b"), resume="auto")
+    a, b = straight["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+def test_batch_augment_needs_images_in_memory_and_crop_flip_only(tree, tmp_path):
+    cfg = T.resolve_config(data="folder", data_dir=str(tree), img_size=32, batch_augment=True)
+    with pytest.raises(ValueError, match="in memory"):
+        T.build_datasets(cfg)
+    cfg = T.resolve_config(data="folder", data_dir=str(tree), img_size=32, cache=True, batch_augment=True,
+                           color_jitter=0.4)
+    with pytest.raises(ValueError, match="color_jitter=0.4"):
+        T.build_datasets(cfg)
+    train, _ = T.build_datasets(T.resolve_config(data="folder", data_dir=str(tree), img_size=32, cache=True,
+                                                 color_jitter=0.4))
+    assert getattr(train, "batch_transform", None) is None and train.transform is not None  # auto: per image
+
+
 # --------------------------------------------------------------------------- DDP
 DDP_SCRIPT = textwrap.dedent("""
     import os, sys, torch
