@@ -237,10 +237,11 @@ class EfficientAdditiveAttention(nn.Module):
     ``Proj(G * K) = r_k ((G * K_raw) W_p^T) + b_p``; so ``out = final(r_k P + r_q Q_raw + b_p)``
     with ``P = (G * K_raw) W_p^T = K_raw (diag(G) W_p^T)``: ``G`` scales the ``D x D`` weight, not the
     ``N x D`` keys. The ``1 / sqrt(D)`` of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not
-    applied (``scale`` is kept as an attribute for readers of the equations). Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND,
-    ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`. :meth:`activation_memory` counts the
-    official algorithm's intermediates (7ND + 2N + D elements); this forward creates
-    4ND + D^2 + 9N + D + 2 and holds at most four ``[B, N, D]`` tensors at once.
+    applied (``scale`` is kept as an attribute for readers of the equations). Matrix products:
+    ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND, ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
+    :meth:`activation_memory` counts the official algorithm's intermediates (7ND + 2N + D
+    elements); this forward creates 4ND + D^2 + 9N + D + 2 and holds at most four ``[B, N, D]``
+    tensors (and the ``D x D`` scaled weight) at once.
     """
 
     def __init__(self, dim: int, num_heads: int = 1):

@@ -111,9 +111,11 @@ def steady_allocator(mmap_threshold: int = 256 * 2**20, trim_threshold: int = 2*
     except (OSError, AttributeError):
         return "default (mallopt not available: not glibc)"
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) != 1 or mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) != 1:
+    # some glibc versions cap the mmap threshold at 32 MiB (HEAP_MAX_SIZE / 2): fall back to the cap
+    mmap = next((m for m in dict.fromkeys((int(mmap_threshold), 32 * 2**20)) if mallopt(_M_MMAP_THRESHOLD, m) == 1), None)
+    if mmap is None or mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) != 1:
         return "default (mallopt refused the thresholds)"
-    return f"steady (glibc mallopt: mmap threshold {mmap_threshold // 2**20} MiB, trim threshold {trim_threshold // 2**20} MiB)"
+    return f"steady (glibc mallopt: mmap threshold {mmap // 2**20} MiB, trim threshold {trim_threshold // 2**20} MiB)"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
