@@ -396,6 +396,23 @@ def fit_exponent(ns: Sequence[float], values: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
+def _known(names: Sequence[str] | None, table, what: str) -> list[str]:
+    """``names`` (all of ``table`` when None), each checked to be a key of ``table``."""
+    names = list(table) if names is None else list(names)
+    for name in names:
+        if name not in table:
+            raise ValueError(f"unknown {what} {name!r}; choose from {sorted(table)}")
+    return names
+
+
+def _positive_sorted(values: Sequence[int], what: str) -> list[int]:
+    """Distinct ``values`` as sorted ints, all >= 1, or a ValueError naming ``what``."""
+    out = sorted(set(int(v) for v in values))
+    if not out or out[0] < 1:
+        raise ValueError(f"{what} must be positive integers, got {out}")
+    return out
+
+
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON atomically: a temporary file in the same folder, then rename."""
     return atomic_write_json(path, payload)
@@ -590,13 +607,8 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
     from swiftlib.attention import VARIANTS, attention_macs, attention_memory, build_attention
 
     dev = resolve_device(device)
-    variants = list(VARIANTS) if variants is None else list(variants)
-    for v in variants:
-        if v not in VARIANTS:
-            raise ValueError(f"unknown attention variant {v!r}; choose from {sorted(VARIANTS)}")
-    ns = sorted(set(int(n) for n in ns))
-    if not ns or ns[0] < 1:
-        raise ValueError(f"token counts must be positive integers, got {ns}")
+    variants = _known(variants, VARIANTS, "attention variant")
+    ns = _positive_sorted(ns, "token counts")
     if d < 1 or batch < 1 or heads < 1:
         raise ValueError(f"d, batch and heads must be >= 1, got d={d}, batch={batch}, heads={heads}")
     if d % heads:
@@ -1090,13 +1102,8 @@ def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 
     dev = resolve_device(device)
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
-    peers = list(MODEL_PEERS) if peers is None else list(peers)
-    for p in peers:
-        if p not in MODEL_PEERS:
-            raise ValueError(f"unknown peer {p!r}; choose from {sorted(MODEL_PEERS)}")
-    batches = sorted(set(int(b) for b in batches))
-    if not batches or batches[0] < 1:
-        raise ValueError(f"batch sizes must be positive, got {batches}")
+    peers = _known(peers, MODEL_PEERS, "peer")
+    batches = _positive_sorted(batches, "batch sizes")
     threads = torch.get_num_threads() if threads is None else threads
 
     torch.manual_seed(seed)

@@ -63,6 +63,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from swiftlib import DATA_DIR
+from swiftlib.io import atomic_write_text
 
 __all__ = [
     "DATASETS", "ARCHIVES", "IMAGENET_MEAN", "IMAGENET_STD", "FASHION_MNIST_CLASSES",
@@ -112,12 +113,6 @@ def cache_root() -> Path:
     if DATA_DIR.resolve() in [root.resolve(), *root.resolve().parents]:
         raise ValueError(f"the cache directory must not be inside {DATA_DIR} (committed facts only); got {root}")
     return root
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def read_class_list(spec: str | os.PathLike | Sequence[str]) -> list[str]:
@@ -714,7 +709,7 @@ def cached_uint8(ds: ImageListDataset, size: int, *, name: str, split: str, on_e
     finally:
         tmp.unlink(missing_ok=True)
         tmp2.unlink(missing_ok=True)
-    _atomic_write_text(meta_path, json.dumps({"key": key, "targets": targets, "skipped": report.skipped}))
+    atomic_write_text(meta_path, json.dumps({"key": key, "targets": targets, "skipped": report.skipped}))
     report.num_samples = n
     return ArrayDataset(np.load(arr_path, mmap_mode="r"), targets, ds.classes, ds.class_names,
                         transform=ds.transform, mean=ds.mean, std=ds.std, report=report)
