@@ -62,7 +62,7 @@ from torch import nn
 
 import swiftlib
 from swiftlib.attention import VARIANTS, EfficientAdditiveAttention, attention_macs, build_attention
-from swiftlib.io import atomic_write_text
+from swiftlib.io import atomic_write_bytes, atomic_write_text
 from swiftlib.models import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, SwiftFormer, create_model,
                              fuse_for_inference)
 from swiftlib.models.swiftformer import SwiftFormerEncoder
@@ -1037,17 +1037,12 @@ def to_onnx(model_or_name, path, img_size: int = 224, opset: int = 18, checkpoin
     path = _check_out_path(path, ".onnx")
     model, _ = resolve_model(model_or_name, num_classes=num_classes, checkpoint=checkpoint, attention=attention)
     example = torch.zeros(1, 3, img_size, img_size)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), _stdout_to_stderr():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), tmp, input_names=["image"], output_names=["logits"],
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _stdout_to_stderr():
+        warnings.simplefilter("ignore")
+        staged = Path(tmp) / "model.onnx"
+        torch.onnx.export(model, (example,), str(staged), input_names=["image"], output_names=["logits"],
+                          opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        return atomic_write_bytes(path, staged.read_bytes())  # the shared writer: fsync, usual permissions
 
 
 @contextmanager
@@ -1067,6 +1062,8 @@ def _ort_session(path, threads: int | None = None):
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    # idle ORT threads spin by default and would steal the CPU from what is timed next (as in bench)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
