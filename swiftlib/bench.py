@@ -516,7 +516,6 @@ if __name__ == "__main__":
 # =================================================================== attention (notebook 02)
 # Sweeps the four attentions of swiftlib.attention over token counts n, with timm's
 # EfficientAdditiveAttention (on its native [B, C, H, W] input, H * W = n, same weights) as the peer.
-SWIFTFORMER_TOKENS_224 = (3136, 784, 196, 49)  # tokens per stage at 224 px: (224 / 4 / 2**i) ** 2
 
 
 def map_size(n: int) -> tuple[int, int]:
