@@ -230,19 +230,20 @@ class EfficientAdditiveAttention(nn.Module):
     ``to_key``, ``Proj``) and timm (``to_query``, ``to_key``, ``proj``) state dicts load directly:
     a load hook maps their keys.
 
-    How the forward computes it (same function, same matrix products, fewer full-size passes):
-    the L2 normalisations are kept as per-token factors ``r_q = 1 / max(||x W_q + b_q||, eps)``
-    (``[B, N, 1]``, likewise ``r_k``) instead of normalised copies; ``alpha = r_q (Q_raw w_g)``,
-    ``G = (a r_q)^T Q_raw``; the row scaling commutes with ``Proj``:
-    ``Proj(G * K) = r_k ((G * K_raw) W_p^T) + b_p``; so ``out = final(r_k P + r_q Q_raw + b_p)``
-    with ``P = (G * K_raw) W_p^T = K_raw (diag(G) W_p^T)``: ``G`` scales the ``D x D`` weight, not the
-    ``N x D`` keys. The ``1 / sqrt(D)`` of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not
-    applied (``scale`` is kept as an attribute for readers of the equations). Matrix products:
-    ``qk`` 2ND^2, ``Q w_g`` ND, ``a^T Q`` ND, ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
-    :meth:`activation_memory` counts the official algorithm's intermediates (7ND + 2N + D
-    elements); this forward creates 4ND + D^2 + 9N + D + 2 and holds at most four ``[B, N, D]``
-    tensors (and the ``D x D`` scaled weight) at once.
-    """
+    How the forward computes it (same function, same matrix products, fewer passes and ops):
+    ``[Q | K]`` comes from one ``[N, D] @ [D, 2D]`` product and is scaled in place by ``1 / ||.||``
+    per token and half (a copy when autograd needs the original). ``G`` acts on the ``D x D``
+    weight, not on the ``N x D`` keys: ``Proj(G * K) = K (diag(G) W_p^T) + b_p``. The ``1 / sqrt(D)``
+    of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not applied (``scale`` stays as an
+    attribute for readers of the equations). Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND,
+    ``a^T Q`` ND, ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
+
+    For inference, :meth:`reparameterize` merges ``Proj`` into ``final`` (one ``[N, 2D] @ [2D, D]``
+    product, the same MACs, fewer ops); :func:`swiftlib.models.fuse_for_inference` does it for a
+    whole SwiftFormer. :meth:`activation_memory` counts the official algorithm's intermediates
+    (7ND + 2N + D elements); in inference this forward creates 3ND + 3N + D^2 + D + 1
+    (reparameterized: 2ND + 3N + 3D^2 + D + 1), output excluded.
+        """
 
     def __init__(self, dim: int, num_heads: int = 1):
         super().__init__()
@@ -255,6 +256,9 @@ class EfficientAdditiveAttention(nn.Module):
         self.w_g = nn.Parameter(torch.randn(dim, 1))
         self.proj = nn.Linear(dim, dim)
         self.final = nn.Linear(dim, dim)
+        self.register_parameter("merged_q_weight", None)  # W_f, [D, D], once reparameterized
+        self.register_parameter("merged_k_weight", None)  # W_f W_p, [D, D]
+        self.register_parameter("merged_bias", None)      # W_f b_p + b_f, [D]
         self._register_load_state_dict_pre_hook(self._map_reference_keys)
 
     @staticmethod
@@ -268,22 +272,82 @@ class EfficientAdditiveAttention(nn.Module):
             if old in state_dict:
                 state_dict[f"{prefix}proj.{kind}"] = state_dict.pop(old)
 
+    @property
+    def reparameterized(self) -> bool:
+        """Whether :meth:`reparameterize` has merged ``Proj`` into ``final``."""
+        return self.merged_bias is not None
+
+    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(A, M, c)`` with ``final(Proj(G * Khat) + Qhat) = Qhat A + (G * Khat) M + c``, in either form.
+
+        ``A = W_f^T`` and ``M = W_p^T W_f^T`` (each ``[D, D]``, input x output), ``c = W_f b_p + b_f``
+        (``[D]``); detached. The weights :meth:`reparameterize` stores, and what an export builds a
+        merged output layer from.
+        """
+        if self.reparameterized:
+            return self.merged_q_weight.detach().t(), self.merged_k_weight.detach().t(), self.merged_bias.detach()
+        wf_t = self.final.weight.detach().t()                         # [D, D] = W_f^T
+        m = self.proj.weight.detach().t() @ wf_t                      # [D, D] = W_p^T W_f^T
+        return wf_t, m, torch.addmv(self.final.bias.detach(), self.final.weight.detach(), self.proj.bias.detach())
+
+    @torch.no_grad()
+    def reparameterize(self) -> "EfficientAdditiveAttention":
+        """Merge ``Proj`` into ``final`` for inference, in place; returns ``self``.
+
+        ``final(Proj(G * Khat) + Qhat) = [Qhat | Khat] @ [W_f^T ; diag(G) W_p^T W_f^T] + (W_f b_p + b_f)``,
+        so ``merged_q_weight`` (``W_f``), ``merged_k_weight`` (``W_f W_p``, each ``[D, D]``, out x in like
+        a Linear's) and ``merged_bias`` replace both layers, and each forward runs one
+        ``[N, 2D] @ [2D, D]`` product instead of two ``[N, D] @ [D, D]`` ones with elementwise passes
+        between them: the same MACs (:meth:`macs`), fewer ops and passes. ``G`` only rescales the
+        input columns of ``W_f W_p`` per sample. Exact up to rounding,
+        like the BatchNorm folds of :func:`swiftlib.models.fuse_for_inference` (which calls this).
+        Official and timm checkpoints load into the module before, not after. Idempotent.
+        """
+        if self.reparameterized:
+            return self
+        a, m, c = self.output_weights()
+        self.merged_q_weight = nn.Parameter(a.t().contiguous())       # [D, D] = W_f
+        self.merged_k_weight = nn.Parameter(m.t().contiguous())       # [D, D] = W_f W_p
+        self.merged_bias = nn.Parameter(c)                            # [D]
+        del self.proj, self.final
+        return self
+
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         _check_tokens(x, self.dim, type(self).__name__)
         B, N, D = x.shape
-        qk = torch.addmm(self.qk.bias, x.reshape(B * N, D), self.qk.weight.t())  # [B*N, D] -> [B*N, 2D]
-        r = torch.linalg.vector_norm(qk.view(B, N, 2, D), dim=-1).clamp_min(_EPS).reciprocal()  # [B, N, 2]: 1/||q||, 1/||k||
-        r_q, r_k = r[..., :1], r[..., 1:]                        # each [B, N, 1]
-        q, k = qk[:, :D], qk[:, D:]                              # un-normalised, each [B*N, D] (views)
-        alpha = torch.mm(q, self.w_g).view(B, N, 1).mul_(r_q)    # [B*N, D] @ [D, 1] -> [B, N, 1] = Qhat w_g
-        a = alpha / torch.linalg.vector_norm(alpha, dim=1, keepdim=True).clamp_min(_EPS)  # unit L2 norm over tokens
-        g = torch.bmm((a * r_q).transpose(1, 2), q.view(B, N, D))  # [B, 1, N] @ [B, N, D] -> [B, 1, D] = a^T Qhat
-        w_pg = g.transpose(1, 2) * self.proj.weight.t()           # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
-        p = torch.bmm(k.view(B, N, D), w_pg)                     # [B, N, D] @ [B, D, D] -> [B, N, D]: P = (G * K_raw) W_p^T
-        y = torch.addcmul(self.proj.bias, q.view(B, N, D), r_q).addcmul_(p, r_k)  # Qhat + b_p + r_k P, [B, N, D]
-        del qk, q, k, p, w_pg                                    # free before the last product (peak memory)
-        out = torch.addmm(self.final.bias, y.view(B * N, D), self.final.weight.t()).view(B, N, D)  # final(y)
-        return (out, a.squeeze(-1)) if return_attn else out
+        qk = F.linear(x, self.qk.weight, self.qk.bias)              # [B, N, D] -> [B, N, 2D] = [Q | K]
+        qk2 = qk.view(B * N, 2, D)                                   # [B*N, 2, D]: q, k of a token (a view)
+        norm = torch.linalg.vector_norm(qk2, dim=-1, keepdim=True)   # [B*N, 2, 1]
+        # Scaled by 1/||.|| (a division is several times slower). Where autograd records (training),
+        # the tensors the norms' backward needs stay untouched; in inference all of it is in place.
+        grad = qk.requires_grad
+        if grad:
+            qk2 = qk2 * norm.clamp_min(_EPS).reciprocal()
+        else:
+            qk2.mul_(norm.clamp_min_(_EPS).reciprocal_())
+        q = qk2[:, 0]                                                # [B*N, D] = Qhat (a view)
+        alpha = torch.mm(q, self.w_g).view(B, N)                     # [B*N, D] @ [D, 1] -> [B, N] = Qhat w_g
+        s = torch.linalg.vector_norm(alpha, dim=1, keepdim=True)     # [B, 1]
+        a = alpha / s.clamp_min(_EPS) if grad else alpha.div_(s.clamp_min_(_EPS))  # unit L2 norm over tokens
+        if B == 1:                                                   # 2-D products: fewer dispatches for one sample
+            g = torch.mm(a, q)                                       # [1, N] @ [N, D] -> [1, D] = a^T Qhat
+        else:
+            g = torch.bmm(a.view(B, 1, N), q.view(B, N, D))          # [B, 1, N] @ [B, N, D] -> [B, 1, D]
+        if self.reparameterized:                                     # one product, K = 2D
+            wq, wk, b = self.merged_q_weight, self.merged_k_weight, self.merged_bias  # W_f, W_f W_p, [D]
+            if B == 1:                                               # wk * G scales input column j by G_j
+                w2 = torch.cat((wq, wk * g), dim=1)                  # [D, 2D] = [W_f | W_f W_p diag(G)]
+                out = F.linear(qk2.view(B, N, 2 * D), w2, b)         # [1, N, 2D] -> [1, N, D]
+            else:
+                w2 = torch.cat((wq.expand(B, D, D), wk * g), dim=2)  # [B, D, 2D]
+                out = torch.bmm(qk2.view(B, N, 2 * D), w2.transpose(1, 2)).add_(b)  # [B, N, 2D] -> [B, N, D]
+        else:
+            w_pg = g.view(-1, D, 1) * self.proj.weight.t()           # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
+            k = qk2[:, 1]                                            # [B*N, D] = Khat (a view)
+            y = torch.mm(k, w_pg[0]) if B == 1 else torch.bmm(k.view(B, N, D), w_pg).view(B * N, D)  # Proj(G Khat) - b_p
+            y = y.add_(q).add_(self.proj.bias)                       # + Qhat + b_p, [B*N, D]
+            out = torch.addmm(self.final.bias, y, self.final.weight.t()).view(B, N, D)  # final(y)
+        return (out, a) if return_attn else out
 
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:

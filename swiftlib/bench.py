@@ -22,6 +22,7 @@ Every performance claim is a ratio against a peer timed in the same run, never a
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import json
 import math
@@ -56,6 +57,9 @@ __all__ = [
     "command",
     "COMMANDS",
     "main",
+    "ort_session",
+    "AdditiveMatmuls",
+    "ADDITIVE_CONTENDERS",
 ]
 
 
@@ -528,6 +532,10 @@ def map_size(n: int) -> tuple[int, int]:
     return h, n // h
 
 
+#: contenders of the sweep that compute swiftlib's additive attention (its analytic costs apply)
+ADDITIVE_CONTENDERS = ("timm_additive", "additive_reparameterized", "additive_matmuls")
+
+
 class TimmAdditiveOnTokens(nn.Module):
     """timm's ``EfficientAdditiveAttention`` as the peer: ``forward(x_map)`` with ``x_map [B, C, H, W]``.
 
@@ -554,35 +562,39 @@ class TimmAdditiveOnTokens(nn.Module):
 
 
 class AdditiveMatmuls(nn.Module):
-    """The matrix products of :class:`~swiftlib.attention.EfficientAdditiveAttention`'s forward alone.
+    """The matrix products of :class:`~swiftlib.attention.EfficientAdditiveAttention`'s inference form alone.
 
-    Same shapes, layouts and BLAS calls as the module (``qk`` ``[B*N, D] @ [D, 2D]`` with its bias,
-    ``Q w_g``, ``a^T Q``, ``K (diag(G) W_p^T)``, ``final`` with its bias), on fixed operands, with no
-    elementwise work in between. Its latency is a floor for any eager implementation of the same
-    products: ``additive / additive_matmuls`` is the share the elementwise work and op dispatch add,
-    and ``additive_matmuls / timm_additive`` the best ratio against timm these products allow.
-    ``forward(x [B, N, D])`` returns every product (``[B, N, D]`` first; not the attention's value),
-    so that a tracer such as fvcore sees them all.
+    Same shapes, layouts and BLAS calls as the reparameterized module
+    (:meth:`~swiftlib.attention.EfficientAdditiveAttention.reparameterize`): ``qk`` ``[B*N, D] @ [D, 2D]``
+    with its bias, ``Q w_g``, ``a^T Q`` and ``[Qhat | Khat] @ [W_f^T ; diag(G) W_p^T W_f^T]`` with its
+    bias, on fixed operands, with no elementwise work in between. Its latency is a floor for any
+    eager implementation of the same products: ``additive_reparameterized / additive_matmuls`` is the
+    share the elementwise work and op dispatch add, and ``additive_matmuls / timm_additive`` the best
+    ratio against timm these products allow. ``forward(x [B, N, D])`` returns every product
+    (``[B, N, D]`` first; not the attention's value), so that a tracer such as fvcore sees them all.
     """
 
     def __init__(self, ours: nn.Module, batch: int, n: int):
         super().__init__()
         d = ours.dim
         g = torch.Generator().manual_seed(0)
-        self.qk, self.final, self.w_g = ours.qk, ours.final, ours.w_g
-        self.register_buffer("scores", torch.rand(batch, 1, n, generator=g))       # a * r_q, [B, 1, N]
-        self.register_buffer("w_pg", torch.randn(batch, d, d, generator=g))        # diag(G) W_p^T
-        self.register_buffer("y", torch.randn(batch * n, d, generator=g))          # input of final
+        self.qk, self.w_g = ours.qk, ours.w_g
+        self.register_buffer("scores", torch.rand(batch, n, generator=g))          # a, [B, N]
+        self.register_buffer("w2", torch.randn(batch, 2 * d, d, generator=g))      # [W_f^T ; diag(G) M]
+        self.register_buffer("bias", torch.randn(d, generator=g))                  # W_f b_p + b_f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         qk = torch.addmm(self.qk.bias, x.reshape(B * N, D), self.qk.weight.t())   # [B*N, 2D]
-        q, k = qk[:, :D], qk[:, D:]
+        q = qk[:, :D]
         alpha = torch.mm(q, self.w_g)                                              # [B*N, 1]
-        g = torch.bmm(self.scores, q.view(B, N, D))                                # [B, 1, D]
-        p = torch.bmm(k.view(B, N, D), self.w_pg)                                  # [B, N, D]
-        out = torch.addmm(self.final.bias, self.y, self.final.weight.t()).view(B, N, D)
-        return out, qk, alpha, g, p
+        if B == 1:
+            g = torch.mm(self.scores, q)                                           # [1, D]
+            out = torch.addmm(self.bias, qk, self.w2[0]).view(B, N, D)             # [N, 2D] @ [2D, D]
+        else:
+            g = torch.bmm(self.scores.view(B, 1, N), q.view(B, N, D))              # [B, 1, D]
+            out = torch.bmm(qk.view(B, N, -1), self.w2).add_(self.bias)            # [B, N, D]
+        return out, qk, alpha, g
 
 
 def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int = 1, device: str = "cpu",
@@ -592,8 +604,9 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
                     clock: str = "wall", checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
     """Latency (and peak memory) of each attention variant at each token count in ``ns``.
 
-    At every ``n`` the variants (and timm's additive attention, ``"timm_additive"``, when ``peer``)
-    are timed interleaved (:func:`time_interleaved`) on ``x [batch, n, d]`` (timm: the same
+    At every ``n`` the variants (and, when ``peer``, timm's additive attention ``"timm_additive"``,
+    swiftlib's reparameterized for inference ``"additive_reparameterized"`` and the floor
+    :class:`AdditiveMatmuls` ``"additive_matmuls"``) are timed interleaved (:func:`time_interleaved`) on ``x [batch, n, d]`` (timm: the same
     values as a ``[batch, d, H, W]`` map). ``heads`` applies to self and transposed attention.
     Returns ``{"config", "points", "exponents", "ratios", ...}``; ``points`` is one dict per
     (variant, n) with latency, ``peak_memory`` and the analytic MACs / activation bytes.
@@ -623,6 +636,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
               "memory": memory}
     points: list[dict[str, Any]] = []
     checks: dict[str, float] = {}
+    rep_checks: dict[str, float] = {}  # reparameterized vs as built, max abs difference
     done: set[int] = set()
     if checkpoint is not None and Path(checkpoint).exists():
         saved = json.loads(Path(checkpoint).read_text())
@@ -631,6 +645,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
         if same:
             points = [p for p in saved["points"] if p["n"] in ns]
             checks = {k: v for k, v in saved.get("peer_max_abs_diff", {}).items() if int(k) in ns}
+            rep_checks = {k: v for k, v in saved.get("reparameterized_max_abs_diff", {}).items() if int(k) in ns}
             done = {p["n"] for p in points}
     bar = tqdm(ns, desc="attention sweep", disable=not progress)
     for n in bar:
@@ -652,6 +667,11 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
             checks[str(n)] = diff
             fns["timm_additive"] = timm_m
             inputs["timm_additive"] = x_map
+            rep = copy.deepcopy(ours).reparameterize()  # the inference form (Proj merged into final)
+            with torch.no_grad():
+                rep_checks[str(n)] = (rep(x) - ours(x)).abs().max().item()
+            fns["additive_reparameterized"] = rep
+            inputs["additive_reparameterized"] = x
             fns["additive_matmuls"] = AdditiveMatmuls(ours, batch, n).to(dev).eval()
             inputs["additive_matmuls"] = x
         # one input tuple for all: each callable picks its own tensor
@@ -660,7 +680,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
         timing = time_interleaved(wrapped, device=dev, rounds=rounds, min_run_time=min_run_time,
                                   threads=threads, max_seconds=max_seconds_per_point, clock=clock)
         for k in fns:
-            v = "additive" if k in ("timm_additive", "additive_matmuls") else k
+            v = "additive" if k in ADDITIVE_CONTENDERS else k
             hk = heads_of(v)
             point = {"variant": k, "n": n, "d": d, "heads": hk, "batch": batch, **timing[k],
                      "analytic_macs": batch * attention_macs(v, n, d, hk),
@@ -671,11 +691,13 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
                               "memory_method": mem["method"]})
             points.append(point)
         if checkpoint is not None:
-            write_json(checkpoint, {"config": config, "points": points, "peer_max_abs_diff": checks})
+            write_json(checkpoint, {"config": config, "points": points, "peer_max_abs_diff": checks,
+                                    "reparameterized_max_abs_diff": rep_checks})
     points.sort(key=lambda p: p["n"])
     return {"config": config,
             "points": points,
             "peer_max_abs_diff": checks,
+            "reparameterized_max_abs_diff": rep_checks,
             "crossovers": sweep_crossovers(points) + sweep_crossovers(points, "peak_bytes"),
             **summarize_sweep(points)}
 
@@ -689,8 +711,8 @@ def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: 
         ns = [n for n in sorted(series) if n >= fit_from]
         exponents[v] = round(fit_exponent(ns, [series[n] for n in ns]), 3) if len(ns) >= 2 else None
     ratios: dict[str, dict[str, float]] = {}
-    for a, b in (("additive", "timm_additive"), ("additive", "self"), ("additive_matmuls", "timm_additive"),
-                 ("additive_matmuls", "additive")):
+    for a, b in (("additive", "timm_additive"), ("additive_reparameterized", "timm_additive"), ("additive", "self"),
+                 ("additive_matmuls", "timm_additive"), ("additive_matmuls", "additive_reparameterized")):
         if a in by and b in by:
             ratios[f"{a}_over_{b}"] = {str(n): round(by[a][n] / by[b][n], 4) for n in sorted(by[a]) if n in by[b]}
     return exponents, ratios
@@ -701,6 +723,9 @@ def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
     r = ratios.get("additive_over_timm_additive", {}).get("3136")
     if r is not None:
         targets["additive_over_timm_at_3136"] = {"measured": r, "target": "<= 0.8", "met": r <= 0.8}
+        rr = ratios.get("additive_reparameterized_over_timm_additive", {}).get("3136")
+        if rr is not None:  # the same module in its inference form
+            targets["additive_over_timm_at_3136"].update({"reparameterized": rr, "met_reparameterized": rr <= 0.8})
         floor = ratios.get("additive_matmuls_over_timm_additive", {}).get("3136")
         if floor is not None:  # the best ratio the shared matrix products allow
             targets["additive_over_timm_at_3136"]["matmul_floor"] = floor
@@ -760,16 +785,19 @@ def _attention_run(args: argparse.Namespace) -> dict[str, Any]:
                              checkpoint=partial)
     if partial is not None:
         partial.unlink(missing_ok=True)  # main writes the complete file next
-    print(f"{'variant':>14} {'n':>6} {'median ms':>10} {'IQR ms':>8} {'runs':>5} {'peak MB':>8}")
+    print(f"{'variant':>24} {'n':>6} {'median ms':>10} {'IQR ms':>8} {'runs':>5} {'peak MB':>8}")
     for p in result["points"]:
         mb = f"{p['peak_bytes'] / 2**20:8.2f}" if "peak_bytes" in p else f"{'-':>8}"
-        print(f"{p['variant']:>14} {p['n']:>6} {p['median_ms']:10.3f} {p['iqr_ms']:8.3f} {p['runs']:>5} {mb}")
+        print(f"{p['variant']:>24} {p['n']:>6} {p['median_ms']:10.3f} {p['iqr_ms']:8.3f} {p['runs']:>5} {mb}")
     print("exponents (n >= 196):", result["exponents"])
     for k, r in result["ratios"].items():
         print(f"{k}:", r)
     for k, t in result["targets"].items():
         tm = result.get("targets_min", {}).get(k)
         extra = f"; from the fastest runs {tm['measured']}" if tm else ""
+        if "reparameterized" in t:
+            extra += (f"; reparameterized for inference {t['reparameterized']}: "
+                      f"{'met' if t['met_reparameterized'] else 'NOT met'}")
         print(f"target {k}: measured {t['measured']} (target {t['target']}): {'met' if t['met'] else 'NOT met'}{extra}")
     print("crossovers:", [(c["a"], c["b"], c["n"]) for c in sweep_crossovers(result["points"])])
     return result
@@ -809,11 +837,11 @@ def sweep_series(points: Sequence[dict[str, Any]], key: str = "median_ms") -> di
 
 
 def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms",
-                     skip: Sequence[str] = ("additive_matmuls",)) -> list[dict[str, Any]]:
+                     skip: Sequence[str] = ("additive_matmuls", "additive_reparameterized")) -> list[dict[str, Any]]:
     """Every crossing of every pair of variants in a sweep (``{"a", "b", "n", "key"}``), by n.
 
-    ``skip``: series that are not attentions (by default the matrix-product floor of
-    :class:`AdditiveMatmuls`)."""
+    ``skip``: series that are not attentions of their own (by default the matrix-product floor of
+    :class:`AdditiveMatmuls` and the reparameterized form of the additive attention)."""
     series = sweep_series(points, key)
     names = [v for v in series if v not in skip]
     found = []
@@ -1028,14 +1056,18 @@ SWIFTFORMER_PAPER_NAMES = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": 
                            "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
 
 
-def _fvcore_gmacs(model: nn.Module, img: int) -> float:
-    """fvcore's default count (the paper's convention) of one 1 x 3 x img x img forward, in GMACs."""
-    from fvcore.nn import FlopCountAnalysis
+#: Products that :func:`swiftlib.flops.count_macs` counts and fvcore's default handlers skip (see
+#: the ``matmul`` column in :mod:`swiftlib.flops`); the paper's GMACs leave them out.
+_NOT_IN_FVCORE_DEFAULT = ("scaled_dot_product_attention",)
 
-    fca = FlopCountAnalysis(model.eval(), (torch.zeros(1, 3, img, img),))
-    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
-        return fca.total() / 1e9
+
+def _fvcore_gmacs(model: nn.Module, img: int) -> float:
+    """fvcore's default count (the paper's convention) of one 1 x 3 x img x img forward, in GMACs: the
+    ``matmul`` column of :func:`swiftlib.flops.count_macs` without the products fvcore's defaults skip."""
+    from swiftlib.flops import count_macs
+
+    c = count_macs(model, torch.zeros(1, 3, img, img))
+    return (c["matmul"] - sum(c["by_op"].get(op, 0) for op in _NOT_IN_FVCORE_DEFAULT)) / 1e9
 
 
 def _n_params(model: nn.Module) -> int:
@@ -1053,21 +1085,36 @@ def _build_peer(key: str) -> nn.Module:
     return timm.create_model(spec["name"], pretrained=False).eval()
 
 
-def _onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
-    """Export ``model`` (eval, CPU) to ONNX in memory and return a callable running it in ONNX Runtime."""
+def ort_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU ``InferenceSession`` of the ``.onnx`` file ``path``, set up for timing.
+
+    ``threads``: intra-op threads (one inter-op thread); None keeps ONNX Runtime's default.
+    Idle threads do not spin (they spin by default and would steal the CPU from whatever is timed
+    next); graph optimisations all on (ONNX Runtime's default, stated); warnings off. The one
+    session builder of swiftlib (:mod:`swiftlib.export` uses it too).
+    """
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_session(model: nn.Module, x: torch.Tensor, threads: int):
+    """Export ``model`` (eval, CPU) to ONNX in memory and return a callable running it in ONNX Runtime."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(model, (x,), str(path), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}}, opset_version=17, dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # idle ORT threads spin by default and would steal the CPU from the contenders timed after it
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, threads)
     feed = {"images": x.numpy()}
     return lambda: sess.run(None, feed)[0]
 
@@ -1095,12 +1142,11 @@ def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 
     from tqdm.auto import tqdm
 
     from swiftlib.attention import VARIANTS
-    from swiftlib.models import MODEL_NAMES, create_model, fuse_for_inference, load_checkpoint
+    from swiftlib.models import create_model, fuse_for_inference, load_checkpoint, resolve_name
     from swiftlib.models.costs import swiftformer_macs
 
     dev = resolve_device(device)
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    name = resolve_name(name)
     peers = _known(peers, MODEL_PEERS, "peer")
     batches = _positive_sorted(batches, "batch sizes")
     threads = torch.get_num_threads() if threads is None else threads
@@ -1206,7 +1252,8 @@ def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 
 
 
 def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="swiftformer_xs", help="swiftformer_xs|s|l1|l3 (default: swiftformer_xs)")
+    p.add_argument("--model", default="swiftformer_xs",
+                   help="swiftformer_xs|s|l1|l3, prefix optional (default: swiftformer_xs)")
     p.add_argument("--batches", type=_int_list, default=[1, 32], help="comma-separated batch sizes (default: 1,32)")
     p.add_argument("--img", type=int, default=224, help="image side in pixels (default: 224)")
     p.add_argument("--peers", default=None, help=f"comma-separated subset of {','.join(MODEL_PEERS)} ('' for none)")

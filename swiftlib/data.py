@@ -25,8 +25,8 @@ Transforms come from timm's ``create_transform`` (random resized crop, flip, Ran
 jitter, random erasing; eval: resize + center crop with ``crop_pct``): :func:`build_transform`.
 For images already in memory as uint8 (the cache, Fashion-MNIST), :class:`BatchRandomResizedCrop`
 does random resized crop + flip + normalisation for a whole batch in one ``grid_sample`` (on the
-training device), instead of one PIL pipeline per image; ``ArrayDataset(raw=True)`` serves the
-uint8 rows it needs.
+training device), instead of one PIL pipeline per image; ``ArrayDataset(raw=True)`` (or a dataset's
+``raw_view()``, which shares its array) serves the uint8 rows it needs.
 
 Cache (``cache=True``): every image decoded once, resized to ``cache_size`` on the short side,
 center-cropped to a square and stored as a memory-mapped ``uint8`` array ``[N, S, S, 3]`` under
@@ -39,6 +39,7 @@ Unreadable images: ``on_error="skip"`` (default) drops them, counts them and lis
 """
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import hashlib
@@ -407,7 +408,8 @@ class ArrayDataset(_Base):
     """Images in a uint8 array ``[N, H, W]`` (grey, served as RGB) or ``[N, H, W, 3]`` (may be memory-mapped).
 
     ``raw=True``: items are ``(uint8 tensor [H, W] or [H, W, 3], label)``, the stored row as it is
-    (for :class:`BatchRandomResizedCrop`); ``transform`` is then not applied.
+    (for :class:`BatchRandomResizedCrop`); ``transform`` is then not applied. :meth:`raw_view` gives
+    such a dataset over the same array without changing this one.
     """
 
     def __init__(self, images: np.ndarray, targets, classes, class_names, *, transform=None,
@@ -419,6 +421,16 @@ class ArrayDataset(_Base):
         self.classes, self.class_names = list(classes), list(class_names)
         self.transform, self.mean, self.std, self.raw = transform, tuple(mean), tuple(std), raw
         self.report = report or DataReport("array", "-", len(self.targets), len(self.classes))
+
+    def raw_view(self) -> ArrayDataset:
+        """A shallow copy with ``raw=True`` and no ``transform``: items are the stored uint8 rows.
+
+        Shares ``images`` (no copy, a memory map stays one), ``targets``, ``classes`` and every other
+        attribute with this dataset, which keeps its own ``raw`` and ``transform``.
+        """
+        view = copy.copy(self)
+        view.raw, view.transform = True, None
+        return view
 
     def load(self, index: int) -> Image.Image:
         img = Image.fromarray(np.asarray(self.images[index]))
@@ -459,6 +471,20 @@ class BatchRandomResizedCrop:
         self.size, self.train, self.scale, self.ratio = int(size), train, tuple(scale), tuple(ratio)
         self.hflip, self.crop_pct = float(hflip), float(crop_pct)
         self.mean, self.std = tuple(mean), tuple(std)
+        # (x / 255 - mean) / std = x * scale + shift, float32 [1, 3, 1, 1]; copies per device in _norm_cache
+        std_t = torch.tensor(self.std, dtype=torch.float32)
+        self._scale = (1 / (255 * std_t)).view(1, 3, 1, 1)
+        self._shift = (-torch.tensor(self.mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1)
+        self._norm_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_norm_cache": {}}  # device copies are rebuilt where it is unpickled
+
+    def _norm(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)``, float32 ``[1, 3, 1, 1]`` on ``device``; moved there once, then reused."""
+        if device not in self._norm_cache:
+            self._norm_cache[device] = (self._scale.to(device), self._shift.to(device))
+        return self._norm_cache[device]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self.size}, train={self.train}, scale={self.scale}, "
@@ -513,18 +539,19 @@ class BatchRandomResizedCrop:
         # box -> sampling grid in grid_sample's normalised input coords (align_corners=False: -1 and 1
         # are the outer edges of the image). The map is axis-aligned, so x depends on the output
         # column only and y on the row: two [B, S] vectors instead of affine_grid's [B, S*S, 3] product.
+        # Only the [B, S] vectors are computed here (float64, CPU, where the draws are); they go to the
+        # images' device as float32 and the [B, S, S, 2] grid is built there.
         S = self.size
         base = (torch.arange(S, dtype=torch.float64) * 2 + 1) / S - 1           # output pixel centres in [-1, 1]
         sign = torch.where(flip, -1.0, 1.0)
         gx = ((2 * box[:, 1] + box[:, 3]) / W - 1)[:, None] + (sign * box[:, 3] / W)[:, None] * base  # [B, S]
         gy = ((2 * box[:, 0] + box[:, 2]) / H - 1)[:, None] + (box[:, 2] / H)[:, None] * base        # [B, S]
+        gx, gy = (g.to(device=x.device, dtype=torch.float32) for g in (gx, gy))
         grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B, S, S, 2]: (x, y)
-        grid = grid.to(device=x.device, dtype=torch.float32)
         out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-        scale = 1 / (255 * torch.tensor(self.std, device=x.device))
-        shift = -torch.tensor(self.mean, device=x.device) / torch.tensor(self.std, device=x.device)
+        scale, shift = self._norm(x.device)
         # (x / 255 - mean) / std in one pass; a grey batch is broadcast to 3 channels here
-        return torch.addcmul(shift.view(1, 3, 1, 1), out, scale.view(1, 3, 1, 1)).expand(B, 3, S, S).contiguous()
+        return torch.addcmul(shift, out, scale).expand(B, 3, S, S).contiguous()
 
 
 class SeededTransformDataset(Dataset):

@@ -37,7 +37,6 @@ Command line: ``python -m swiftlib.export {coreml,block,sweep,inventory,compare,
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import json
@@ -51,6 +50,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
+from copy import deepcopy as _deepcopy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,8 @@ from torch import nn
 import swiftlib
 from swiftlib.attention import VARIANTS, EfficientAdditiveAttention, attention_macs, build_attention
 from swiftlib.io import atomic_write_bytes, atomic_write_text
-from swiftlib.models import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, SwiftFormer, create_model,
-                             fuse_for_inference)
+from swiftlib.models import MIN_INPUT_SIZE, SwiftFormer, create_model, fuse_for_inference, resolve_name
+from swiftlib.models import stage_shapes as _model_stage_shapes
 from swiftlib.models.swiftformer import SwiftFormerEncoder
 
 __all__ = [
@@ -182,9 +182,8 @@ class MapAdditiveAttention(nn.Module):
         self.to_alpha = _conv1x1((attn.w_g.detach() * attn.scale).T, None)  # [D, 1] -> [1, D]
         # final(Proj(G*K) + Q) = [W_f W_p | W_f] [G*K ; Q] + (W_f b_p + b_f): one conv on 2C channels,
         # the same 2 C^2 multiply-adds per pixel as the two linear layers, one op instead of three.
-        wp, bp = attn.proj.weight.detach(), attn.proj.bias.detach()
-        wf, bf = attn.final.weight.detach(), attn.final.bias.detach()
-        self.out = _conv1x1(torch.cat([wf @ wp, wf], dim=1), wf @ bp + bf)  # [C, 2C]
+        a, m, c = attn.output_weights()                                # W_f^T, W_p^T W_f^T, W_f b_p + b_f
+        self.out = _conv1x1(torch.cat([m.T, a.T], dim=1), c)           # [C, 2C]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = _unit(self.to_query(x), dim=1)                 # [B, C, H, W], unit over C
@@ -215,22 +214,25 @@ class MapSwiftFormerEncoder(nn.Module):
         return x + self.layer_scale_2(self.linear(x))
 
 
-def export_friendly(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every additive-attention SwiftFormer Encoder on the map path.
+def export_friendly(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """``model`` with every additive-attention SwiftFormer Encoder on the map path.
 
     Works on a whole :class:`swiftlib.models.SwiftFormer` or a single encoder; other token mixers
-    (self, transposed, separable) keep their token path. The copy computes the same function.
+    (self, transposed, separable) keep their token path. The result computes the same function.
+    By default ``model`` is left untouched and the result is built on one deep copy of it;
+    ``inplace=True`` swaps the encoders inside ``model`` itself (no copy: for a model the caller
+    owns, e.g. a fresh fused copy). A single encoder is wrapped, not swapped: with ``inplace=True``
+    the returned :class:`MapSwiftFormerEncoder` shares the encoder's layers.
     """
-    if isinstance(model, SwiftFormerEncoder):
-        if model.attention == "additive":
-            return MapSwiftFormerEncoder(copy.deepcopy(model)).eval()
-        return copy.deepcopy(model)
-    m = copy.deepcopy(model)
+    training = model.training
+    m = model if inplace else _deepcopy(model)
+    if isinstance(m, SwiftFormerEncoder):
+        return MapSwiftFormerEncoder(m).eval() if m.attention == "additive" else m
     for parent in list(m.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, SwiftFormerEncoder) and child.attention == "additive":
                 setattr(parent, name, MapSwiftFormerEncoder(child))
-    return m.eval() if not model.training else m
+    return m if training else m.eval()
 
 
 # ============================================================================ inputs and checks
@@ -272,15 +274,16 @@ def resolve_model(model_or_name, num_classes: int = 1000, checkpoint=None, atten
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """The module to export and a description of it.
 
-    A name (``"swiftformer_xs"`` ...) builds :func:`swiftlib.models.create_model` (loading ``checkpoint``).
-    A :class:`swiftlib.models.SwiftFormer` must be in eval mode. Either way a SwiftFormer is fused
-    (:func:`swiftlib.models.fuse_for_inference`) and put on the export-friendly path. Any other
-    module (e.g. a timm model) is exported as given, after the same eval-mode check.
+    A name (``"swiftformer_xs"``, ``"xs"``, ... as :func:`swiftlib.models.resolve_name` reads it)
+    builds :func:`swiftlib.models.create_model` (loading ``checkpoint``). A
+    :class:`swiftlib.models.SwiftFormer` must be in eval mode. Either way a SwiftFormer is fused
+    (:func:`swiftlib.models.fuse_for_inference`) and put on the export-friendly path: a built model
+    is changed in place, a given one is copied once (the caller's model is never changed). Any
+    other module (e.g. a timm model) is returned as given (not copied), after the same eval-mode check.
     """
-    if isinstance(model_or_name, str):
-        key = model_or_name.lower().replace("-", "_")
-        if key not in MODEL_NAMES:
-            raise ValueError(f"unknown model {model_or_name!r}; choose one of {MODEL_NAMES}")
+    owned = isinstance(model_or_name, str)  # built here: fuse and convert in place
+    if owned:
+        key = resolve_name(model_or_name)
         if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
         with torch.random.fork_rng():
@@ -298,7 +301,7 @@ def resolve_model(model_or_name, num_classes: int = 1000, checkpoint=None, atten
             "num_classes": getattr(model, "num_classes", None), "source_checkpoint": source,
             "library": "swiftlib" if isinstance(model, SwiftFormer) else type(model).__module__.split(".")[0]}
     if isinstance(model, SwiftFormer):
-        model = export_friendly(fuse_for_inference(model))
+        model = export_friendly(fuse_for_inference(model, inplace=owned), inplace=True)  # at most one copy
         info["fused"] = True
     return model.eval(), info
 
@@ -417,11 +420,14 @@ class _ImageClassifier(nn.Module):
     channel); the per-channel ``1 / std`` is folded into the first convolution's input channels,
     which is exact (zero padding stays zero). Modules without a foldable first conv get an explicit
     per-channel multiply instead.
+
+    Folding changes the first convolution, so ``model`` is deep-copied first; ``copy=False`` wraps
+    (and folds into) ``model`` itself, for a module the caller owns (e.g. from :func:`resolve_model`).
     """
 
-    def __init__(self, model: nn.Module, std=IMAGENET_STD, softmax: bool = True):
+    def __init__(self, model: nn.Module, std=IMAGENET_STD, softmax: bool = True, copy: bool = True):
         super().__init__()
-        self.model = copy.deepcopy(model).eval()
+        self.model = (_deepcopy(model) if copy else model).eval()
         self.softmax = softmax
         inv_std = 1.0 / torch.tensor(std if std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
         self.register_buffer("inv_std", inv_std.view(1, 3, 1, 1), persistent=False)
@@ -530,7 +536,9 @@ def to_coreml(model_or_name, path, img_size: int = 224, precision: str = "fp16",
     if len(class_labels) != k or len(set(class_labels)) != k:
         raise ValueError(f"class_labels must be {k} unique names (one per model output), got {len(class_labels)} "
                          f"names of which {len(set(class_labels))} unique")
-    wrapped = _ImageClassifier(model, std=IMAGENET_STD if image_input else None, softmax=True).eval()
+    # a SwiftFormer (named or given) comes back from resolve_model as a fresh module: fold into it
+    wrapped = _ImageClassifier(model, std=IMAGENET_STD if image_input else None, softmax=True,
+                               copy=model is model_or_name).eval()
     with _quiet_coremltools() as ct:
         traced = _trace(wrapped, example)
         if image_input:
@@ -565,7 +573,7 @@ def to_coreml(model_or_name, path, img_size: int = 224, precision: str = "fp16",
 def _single_encoder(c: int, attention: str) -> nn.Module:
     """A fused SwiftFormer Encoder of width ``c`` (from a one-stage SwiftFormer, through the public fuse)."""
     net = fuse_for_inference(SwiftFormer(widths=(c,), depths=(1,), attention=attention, num_classes=1,
-                                         distillation=False))
+                                         distillation=False), inplace=True)
     return net.stages[0].blocks[-1]
 
 
@@ -594,7 +602,7 @@ def block_module(kind: str, variant: str, n: int | None = None, d: int | None = 
         if hw is None or len(hw) != 2 or min(hw) < 1:
             raise ValueError(f"an encoder export needs the map size hw=(H, W) with H, W >= 1, got {hw}")
         torch.manual_seed(0)
-        return export_friendly(_single_encoder(d, variant)).eval(), torch.randn(1, d, *hw)
+        return export_friendly(_single_encoder(d, variant), inplace=True).eval(), torch.randn(1, d, *hw)
     raise ValueError(f"kind must be 'attention' or 'encoder', got {kind!r}")
 
 
@@ -637,18 +645,15 @@ def to_coreml_module(module: nn.Module, example: torch.Tensor, path, precision: 
 
 
 def stage_shapes(model: str = "swiftformer_xs", img_size: int = 224) -> list[dict[str, int]]:
-    """``[{"stage", "h", "w", "n", "d"}]`` of the four SwiftFormer Encoders of ``model`` at ``img_size``.
+    """``[{"stage", "h", "w", "n", "d"}]`` of the four SwiftFormer Encoders of ``model`` at ``img_size``
+    (a multiple of 32): :func:`swiftlib.models.stage_shapes` under the short keys of the export manifest.
 
     Stage ``i`` (0-based) works at stride ``2 ** (i + 2)``: 56, 28, 14, 7 pixels per side at 224.
     """
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; choose one of {MODEL_NAMES}")
+    model = resolve_name(model)
     img_size = _check_img_size(img_size)
-    rows = []
-    for i, d in enumerate(SWIFTFORMER_VARIANTS[model]["widths"]):
-        side = img_size // 2 ** (i + 2)
-        rows.append({"stage": i + 1, "h": side, "w": side, "n": side * side, "d": d})
-    return rows
+    return [{"stage": r["stage"], "h": r["height"], "w": r["width"], "n": r["tokens"], "d": r["channels"]}
+            for r in _model_stage_shapes(model, img_size)]
 
 
 MANIFEST_COLUMNS = ["file", "kind", "attention", "stage", "n", "d", "h", "w", "input_shape", "precision",
@@ -911,8 +916,7 @@ def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int
     Returns ``{"model", "img_size", "precision", "swiftlib", "timm", "rows", "ratio_non_const",
     "goal"}``; ``goal`` is the target set for XS: no ``tile`` and <= 0.8x timm's non-const ops.
     """
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; choose one of {MODEL_NAMES}")
+    model = resolve_name(model)
     with _output_dir(out_dir, "swiftlib-export-") as out_dir:
         ours = op_inventory(to_coreml(model, out_dir / f"{model}_swiftlib.mlpackage", img_size, precision))
         theirs = op_inventory(to_coreml(_timm_model(model), out_dir / f"{model}_timm.mlpackage", img_size, precision))
@@ -1054,19 +1058,6 @@ def _stdout_to_stderr():
         yield
 
 
-def _ort_session(path, threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    # idle ORT threads spin by default and would steal the CPU from what is timed next (as in bench)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def check_onnx(path, model: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
     """ONNX Runtime (CPU) vs torch on ``inputs`` ``[B, 3, S, S]`` (one call per image, batch 1 as exported):
     ``{"max_abs_diff", "max_abs_logit", "max_rel_diff" (diff / largest torch logit), "top1_agreement", "images"}``."""
@@ -1074,7 +1065,9 @@ def check_onnx(path, model: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {str(path)!r} does not exist")
-    sess = _ort_session(path)
+    from swiftlib.bench import ort_session
+
+    sess = ort_session(path)
     name = sess.get_inputs()[0].name
     got = torch.cat([torch.from_numpy(sess.run(None, {name: x[None].numpy()})[0]) for x in inputs])
     with torch.no_grad():
@@ -1095,8 +1088,9 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
     ``results_dir``: if given, writes ``export_onnx_latency.json`` there (with machine info).
     Returns ``{"rows": [{"model", "swiftlib_ms", "timm_ms", "ratio", "max_rel_diff_swiftlib", ...}], ...}``.
     """
-    from swiftlib.bench import machine_info, time_interleaved, write_json
+    from swiftlib.bench import machine_info, ort_session, time_interleaved, write_json
 
+    models = [resolve_name(m) for m in models]
     img_size = _check_img_size(img_size)
     x = torch.randn(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
     rows = []
@@ -1108,7 +1102,7 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
             p_theirs = to_onnx(theirs, out_dir / f"{name}_timm.onnx", img_size)
             check_ours = check_onnx(p_ours, ours, x)
             check_theirs = check_onnx(p_theirs, theirs, x)
-            s_ours, s_theirs = _ort_session(p_ours, threads), _ort_session(p_theirs, threads)
+            s_ours, s_theirs = ort_session(p_ours, threads), ort_session(p_theirs, threads)
             feed = {"image": x.numpy()}
             t = time_interleaved({"swiftlib": lambda: s_ours.run(None, feed), "timm": lambda: s_theirs.run(None, feed)},
                                  rounds=rounds, min_run_time=min_run_time, threads=threads)
@@ -1217,7 +1211,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("coreml", help="export a model to a Core ML .mlpackage")
-    c.add_argument("--model", required=True, help="swiftformer_xs | swiftformer_s | swiftformer_l1 | swiftformer_l3")
+    c.add_argument("--model", required=True, help="swiftformer_xs | swiftformer_s | swiftformer_l1 | swiftformer_l3 "
+                                                  "(or xs | s | l1 | l3)")
     c.add_argument("--out", required=True, help="output path ending in .mlpackage")
     c.add_argument("--img-size", type=int, default=224)
     c.add_argument("--precision", choices=PRECISIONS, default="fp16")
@@ -1294,6 +1289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   hw=tuple(args.hw) if args.hw else None, precision=args.precision)
             _print_inventory(op_inventory(out))
         elif args.cmd == "sweep":
+            args.model = resolve_name(args.model)
             man = export_sweep(args.out_dir, args.model, args.attention, args.stages, args.kind, args.img_size,
                                args.precision)
             rows = _read_csv(man)
@@ -1309,12 +1305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_inventory(op_inventory(pth))
         elif args.cmd == "compare":
             res = inventory_vs_timm(args.model, args.out_dir, args.img_size, args.precision, args.results_dir)
+            model = res["model"]  # the canonical name
             print(format_inventory_table(res["rows"]))
             goal = (f" (goal for XS <= 0.8: {'met' if res['goal']['ratio_met'] else 'NOT met'})"
-                    if args.model == "swiftformer_xs" else "")
+                    if model == "swiftformer_xs" else "")
             print(f"non-const ops: swiftlib / timm = {res['ratio_non_const']:.2f}{goal}; tile in swiftlib's export: "
                   f"{'none' if res['goal']['no_tile'] else 'present'}")
-            print(f"wrote {Path(args.results_dir) / f'export_inventory_{args.model}.json'} and .csv")
+            print(f"wrote {Path(args.results_dir) / f'export_inventory_{model}.json'} and .csv")
         elif args.cmd == "onnx":
             if args.time:
                 res = onnx_latency(args.model, args.img_size, threads=args.threads, results_dir=args.results_dir)

@@ -342,14 +342,16 @@ def _use_batch_augment(cfg: TrainConfig, train: Dataset) -> bool:
     """Whether the training images are augmented per batch (:class:`swiftlib.data.BatchRandomResizedCrop`).
 
     It needs uint8 images in memory (an :class:`~swiftlib.data.ArrayDataset`: Fashion-MNIST or
-    ``--cache``) and a recipe of crop + flip only; ``batch_augment=None`` uses it whenever both hold.
+    ``--cache``, or one passed to :func:`fit`) and a recipe of crop + flip only;
+    ``batch_augment=None`` uses it whenever both hold, ``True`` raises a ValueError naming what is missing.
     """
     only_crop_flip = cfg.auto_augment in (None, "none", "") and not cfg.color_jitter and not cfg.re_prob
     in_memory = isinstance(train, ArrayDataset)
     if cfg.batch_augment is None:
         return in_memory and only_crop_flip
     if cfg.batch_augment and not in_memory:
-        raise ValueError("--batch-augment needs uint8 images in memory: --data fashion-mnist, or --cache")
+        raise ValueError(f"--batch-augment needs uint8 images in memory: --data fashion-mnist, or --cache "
+                         f"(an ArrayDataset; the training set is a {type(train).__name__})")
     if cfg.batch_augment and not only_crop_flip:
         raise ValueError(f"--batch-augment does random resized crop, flip and normalisation only; got "
                          f"auto_augment={cfg.auto_augment!r}, color_jitter={cfg.color_jitter}, re_prob={cfg.re_prob} "
@@ -357,27 +359,58 @@ def _use_batch_augment(cfg: TrainConfig, train: Dataset) -> bool:
     return bool(cfg.batch_augment)
 
 
-def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
-    """Train (with the recipe's augmentation) and validation datasets of a resolved config."""
-    common = dict(classes=cfg.classes, num_classes=cfg.subset_classes, images_per_class=cfg.images_per_class,
-                  seed=cfg.seed, imagenet_labels=cfg.imagenet_labels, size=cfg.archive_size,
-                  download=cfg.download, on_error=cfg.on_error, cache=cfg.cache, cache_size=cfg.cache_size)
+def _batch_augmentation(cfg: TrainConfig, train: Dataset) -> tuple[Dataset, BatchRandomResizedCrop | None]:
+    """``(dataset the loader reads, per-batch transform or None)`` for the training set ``train``.
+
+    With batch augmentation (:func:`_use_batch_augment`): a raw view of ``train`` (uint8 rows
+    ``[H, W(, 3)]``, same array, ``train`` itself unchanged) and a :class:`BatchRandomResizedCrop`
+    built from the config (``img_size``, ``scale_min``, ``hflip``) with the dataset's mean / std,
+    mapping a uint8 batch to float ``[B, 3, img_size, img_size]``. Otherwise ``(train, None)``:
+    its own per-image transform is used.
+    """
+    if not _use_batch_augment(cfg, train):
+        if getattr(train, "raw", False):
+            raise ValueError(f"the training set serves raw uint8 rows (raw=True) but batch augmentation is off "
+                             f"(batch_augment={cfg.batch_augment}; automatic only for a crop + flip recipe): give "
+                             f"it raw=False and a transform")
+        return train, None
+    transform = BatchRandomResizedCrop(cfg.img_size, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip,
+                                       mean=train.mean, std=train.std)
+    return train.raw_view(), transform
+
+
+def _dataset_kwargs(cfg: TrainConfig) -> dict:
+    """The :func:`swiftlib.data.build_dataset` arguments shared by both splits of a resolved config."""
     if cfg.data == "fashion-mnist":
-        common = dict(images_per_class=cfg.images_per_class, seed=cfg.seed, download=cfg.download)
-    train = build_dataset(cfg.data, cfg.data_dir, "train", cfg.img_size, transform=None, **common)
-    val = build_dataset(cfg.data, cfg.data_dir, cfg.val_split, cfg.img_size, transform=None,
-                        **{**common, "images_per_class": None})
+        return dict(images_per_class=cfg.images_per_class, seed=cfg.seed, download=cfg.download)
+    return dict(classes=cfg.classes, num_classes=cfg.subset_classes, images_per_class=cfg.images_per_class,
+                seed=cfg.seed, imagenet_labels=cfg.imagenet_labels, size=cfg.archive_size,
+                download=cfg.download, on_error=cfg.on_error, cache=cfg.cache, cache_size=cfg.cache_size)
+
+
+def build_train_dataset(cfg: TrainConfig) -> Dataset:
+    """The training split of a resolved config with the recipe's per-image augmentation (items: float
+    ``[3, img_size, img_size]``, label). Whether :func:`fit` augments per batch instead is its decision."""
+    train = build_dataset(cfg.data, cfg.data_dir, "train", cfg.img_size, transform=None, **_dataset_kwargs(cfg))
     aa = None if cfg.auto_augment in (None, "none", "") else cfg.auto_augment
-    if _use_batch_augment(cfg, train):
-        train.raw, train.transform = True, None  # uint8 rows; the loop applies train.batch_transform
-        train.batch_transform = BatchRandomResizedCrop(cfg.img_size, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip,
-                                                       mean=train.mean, std=train.std)
-    else:
-        train.transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std,
-                                          scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, auto_augment=aa,
-                                          color_jitter=cfg.color_jitter, re_prob=cfg.re_prob)
+    train.transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std,
+                                      scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, auto_augment=aa,
+                                      color_jitter=cfg.color_jitter, re_prob=cfg.re_prob)
+    return train
+
+
+def build_val_dataset(cfg: TrainConfig) -> Dataset:
+    """The ``val_split`` of a resolved config, every image (no ``images_per_class`` cap), with the eval
+    transform (resize + center crop ``crop_pct``; items: float ``[3, img_size, img_size]``, label)."""
+    val = build_dataset(cfg.data, cfg.data_dir, cfg.val_split, cfg.img_size, transform=None,
+                        **{**_dataset_kwargs(cfg), "images_per_class": None})
     val.transform = build_transform(cfg.img_size, False, mean=val.mean, std=val.std, crop_pct=cfg.crop_pct)
-    return train, val
+    return val
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """Train (with the recipe's per-image augmentation) and validation datasets of a resolved config."""
+    return build_train_dataset(cfg), build_val_dataset(cfg)
 
 
 def _build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -415,6 +448,10 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
     ``callback(event, info)`` is called with ``("step", {...})`` after every optimizer step and
     ``("epoch", row)`` after every epoch (the notebook draws its live plot from it). Datasets and
     the network (``net``) may be passed in (tests, notebooks); otherwise they are built from the config.
+    Batch augmentation is decided here for either kind of training set (:func:`_use_batch_augment`):
+    a passed-in :class:`~swiftlib.data.ArrayDataset` is then read through a raw view and augmented
+    per batch from the config instead of by its own transform (``batch_augment=False`` keeps that);
+    the dataset itself is not changed. ``result["config"].batch_augment`` records what was used.
     ``status`` is ``"done"`` or ``"interrupted"`` (Ctrl-C: state saved to ``out/last.pth``).
     """
     cfg = resolve_config(config, **overrides)
@@ -438,10 +475,9 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
     amp_dtype = getattr(torch, cfg.amp_dtype) if amp_on else None
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
 
-    if train_dataset is None or val_dataset is None:
-        built_train, built_val = build_datasets(cfg)
-        train_dataset, val_dataset = train_dataset or built_train, val_dataset or built_val
-    batch_transform = getattr(train_dataset, "batch_transform", None)
+    train_dataset = build_train_dataset(cfg) if train_dataset is None else train_dataset
+    train_dataset, batch_transform = _batch_augmentation(cfg, train_dataset)  # a bad setting fails before val is built
+    val_dataset = build_val_dataset(cfg) if val_dataset is None else val_dataset
     cfg = dataclasses.replace(cfg, batch_augment=batch_transform is not None)  # recorded as used
     classes = list(getattr(train_dataset, "classes", []))
     num_classes = 1000 if cfg.imagenet_labels else (len(classes) or int(max(train_dataset.targets)) + 1)
@@ -677,7 +713,11 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
 # =========================================================================== evaluation of a checkpoint
 def evaluate_checkpoint(path: str | os.PathLike, config: TrainConfig | None = None, *, use_ema: bool = False,
                         return_predictions: bool = False, **overrides) -> dict:
-    """Top-1 / top-5 of a checkpoint written by :func:`fit` on its validation set (or ``overrides``')."""
+    """Top-1 / top-5 of a checkpoint written by :func:`fit` on its validation set (or ``overrides``').
+
+    Builds the validation split only (:func:`build_val_dataset`); the run's batch augmentation
+    and its training split play no part.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -686,7 +726,7 @@ def evaluate_checkpoint(path: str | os.PathLike, config: TrainConfig | None = No
     cfg = resolve_config(dataclasses.replace(TrainConfig(**saved), resume=None, init_checkpoint=None)
                          if config is None else config, **overrides)
     device = _device(cfg)
-    _, val = build_datasets(cfg)
+    val = build_val_dataset(cfg)  # the training split is not needed, nor need it still be readable
     model = _build_model(dataclasses.replace(cfg, init_checkpoint=None), state["num_classes"])
     weights = state["ema"] if use_ema else state["model"]
     if weights is None:

@@ -139,7 +139,8 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
 
     ``points`` are the dicts of :func:`swiftlib.bench.attention_sweep` (``variant``, ``n``,
     ``median_ms``, ``iqr_ms`` and optionally ``peak_bytes``); each variant is a line with IQR error
-    bars (timm's additive attention, ``"timm_additive"``, dashed; the matrix products of swiftlib's,
+    bars (timm's additive attention, ``"timm_additive"``, dashed; swiftlib's reparameterized for
+    inference, ``"additive_reparameterized"``, dash-dotted; the matrix products of that form,
     ``"additive_matmuls"``, dotted). ``crossovers`` (dicts with ``a``,
     ``b``, ``n``, ``key`` as from :func:`swiftlib.bench.sweep_crossovers`) are marked on the panel of
     their ``key``; SwiftFormer's per-stage token counts (3136, 784, 196, 49 at 224 px) are dotted,
@@ -147,6 +148,7 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
     """
     styles = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
               "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
+              "additive_reparameterized": ("tab:blue", "additive, reparameterized", "-."),
               "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
     if not points:
         raise ValueError("plot_sweep needs at least one measured point")

@@ -78,7 +78,7 @@ def test_separable_attention_matches_timm_mobilevitv2(b, n, d, h):
 
 
 @pytest.mark.parametrize("b,n,d,h", SHAPES)
-@pytest.mark.parametrize("layout", ["timm", "official"])
+@pytest.mark.parametrize("layout", ["timm", "official", "reparameterized"])
 def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout):
     ref = TimmAdditive(in_dims=d, token_dim=d).eval()
     state = ref.state_dict()
@@ -86,10 +86,53 @@ def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout):
         state = {k.replace("proj.", "Proj."): v for k, v in state.items()}
     ours = A.EfficientAdditiveAttention(d).eval()
     ours.load_state_dict(state)
+    if layout == "reparameterized":
+        assert ours.reparameterize() is ours and ours.reparameterized
     x = _tokens(b, n, d)
     with torch.no_grad():
         expected = ref(x.transpose(1, 2).reshape(b, d, n, 1)).flatten(2).transpose(1, 2)  # map H=N, W=1
         torch.testing.assert_close(ours(x), expected)
+
+
+def test_additive_attention_gradients_match_timm_swiftformer():
+    """Training: with autograd recording, the forward scales a copy of [Q | K], not the tensor the
+    norm's backward needs; gradients of input and weights equal timm's."""
+    d = 32
+    ref = TimmAdditive(in_dims=d, token_dim=d)
+    ours = A.EfficientAdditiveAttention(d)
+    ours.load_state_dict(ref.state_dict())
+    x = _tokens(2, 35, d)
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(x_ours).square().sum().backward()
+    ref(x_ref.transpose(1, 2).reshape(2, d, 35, 1)).square().sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
+    torch.testing.assert_close(ours.qk.weight.grad, torch.cat([ref.to_query.weight.grad, ref.to_key.weight.grad]))
+    for name in ("w_g", "proj.weight", "proj.bias", "final.weight", "final.bias"):
+        torch.testing.assert_close(ours.get_parameter(name).grad, ref.get_parameter(name).grad)
+
+
+@pytest.mark.parametrize("b,n", [(1, 49), (2, 196)])
+def test_reparameterize_merges_proj_into_final(b, n):
+    """One [2D, D] output weight in place of two [D, D] layers: D fewer parameters, the same scores,
+    the same MACs as fvcore counts them (one [N, 2D] @ [2D, D] product in place of two [N, D] @ [D, D])."""
+    d = 48
+    m = A.EfficientAdditiveAttention(d).eval()
+    before = sum(p.numel() for p in m.parameters())
+    x = _tokens(b, n, d)
+    with torch.no_grad():
+        out, a = m(x, return_attn=True)
+        m.reparameterize().reparameterize()  # idempotent
+        out_r, a_r = m(x, return_attn=True)
+    torch.testing.assert_close(out_r, out)
+    torch.testing.assert_close(a_r, a)
+    assert not hasattr(m, "proj") and not hasattr(m, "final")
+    assert {k for k in m.state_dict() if not k.startswith(("qk.", "w_g"))} == {"merged_q_weight", "merged_k_weight", "merged_bias"}
+    assert sum(p.numel() for p in m.parameters()) == before - d
+    fca = FlopCountAnalysis(_ExplicitPath(m), (x,))
+    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    assert fca.total() == b * A.attention_macs("additive", n, d)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # checkpoints load before, not after
+        m.load_state_dict(A.EfficientAdditiveAttention(d).state_dict())
 
 
 def test_additive_attention_is_not_the_first_release_softmax():

@@ -145,19 +145,24 @@ def test_transposed_attention_allocates_the_formula_plus_its_temporaries(n, d, h
 
 
 @pytest.mark.parametrize("n,d", [(49, 48), (196, 64), (512, 16), (100, 32)])
-def test_additive_attention_allocates_the_formula_minus_the_normalised_copies(n, d):
-    """The formula counts the official algorithm's tensors (7nD + 2n + D). The forward keeps the
-    two L2 normalisations as per-token factors, so the normalised copy of [Q | K] (2nD) is never
-    made, and G scales the D x D weight of Proj instead of the keys (D^2 in place of G * K, nD);
-    beside G (D) the small tensors are 9n + 2 elements against the formula's 2n: the [B, N, 2] norm,
-    its clamp and reciprocal (6n), the scores Q w_g (r_q applied in place), a and a * r_q, the
-    token norm and its clamp.
-    The peak holds at most four token tensors."""
+@pytest.mark.parametrize("reparameterized", [False, True])
+def test_additive_attention_allocates_the_formula_minus_the_normalised_copies(n, d, reparameterized):
+    """The formula counts the official algorithm's tensors (7nD + 2n + D). The forward scales [Q | K]
+    in place (no normalised copy, -2nD) and G scales the D x D weight of Proj instead of the keys
+    (D^2 in place of G * K and Proj(G * K), -2nD + D^2); Proj(G * K) + Q is one tensor (nD). Beside
+    G (D) the small tensors are 3n + 1 elements against the formula's 2n: the [N, 2] norms (clamped
+    and inverted in place), the scores Q w_g (normalised in place into a) and their norm.
+    Reparameterized, the one [N, 2D] @ [2D, D] product needs no nD intermediate at all, and its
+    per-sample weight is 3 D^2 (W_f W_p diag(G) and the concatenation [W_f | W_f W_p diag(G)])."""
     m = A.EfficientAdditiveAttention(d).eval()
+    if reparameterized:
+        m.reparameterize()
     r = bench.peak_memory(m, torch.randn(1, n, d))
-    f = A.attention_memory("additive", n, d)
-    assert r["allocated_bytes"] - r["output_bytes"] == f - 4 * 3 * n * d + 4 * (d * d + 7 * n + 2)
-    assert r["peak_bytes"] <= 4 * (4 * n * d + d * d + 10 * n + 2 * d)
+    created = 2 * n * d + 3 * d * d if reparameterized else 3 * n * d + d * d
+    created += 3 * n + d + 1
+    assert r["allocated_bytes"] - r["output_bytes"] == 4 * created
+    assert r["allocated_bytes"] - r["output_bytes"] < A.attention_memory("additive", n, d)
+    assert r["peak_bytes"] <= 4 * created + r["output_bytes"]
 
 
 @pytest.mark.parametrize("batch,n,d", [(1, 49, 48), (2, 196, 32)])
@@ -268,16 +273,20 @@ def test_attention_cli_writes_json(tmp_path, capsys):
     assert saved["machine"]["torch_threads"] == 1
     assert saved["config"]["n"] == [16, 64, 256]
     variants = {p["variant"] for p in saved["points"]}
-    assert variants == {"self", "transposed", "separable", "additive", "timm_additive", "additive_matmuls"}
-    assert len(saved["points"]) == 6 * 3
+    assert variants == {"self", "transposed", "separable", "additive", "timm_additive", "additive_reparameterized",
+                        "additive_matmuls"}
+    assert len(saved["points"]) == 7 * 3
     for p in saved["points"]:
         assert p["median_ms"] > 0 and p["runs"] >= 1 and p["threads"] == 1 and p["peak_bytes"] > 0
-        base = "additive" if p["variant"] in ("timm_additive", "additive_matmuls") else p["variant"]
+        base = "additive" if p["variant"] in ("timm_additive", "additive_reparameterized", "additive_matmuls") \
+            else p["variant"]
         assert p["analytic_macs"] == A.attention_macs(base, p["n"], 16, p["heads"])
     assert {p["heads"] for p in saved["points"] if p["variant"] == "self"} == {2}
     assert set(saved["exponents"]) == variants
-    assert set(saved["ratios"]) == {"additive_over_timm_additive", "additive_over_self",
-                                    "additive_matmuls_over_timm_additive", "additive_matmuls_over_additive"}
+    assert set(saved["ratios"]) == {"additive_over_timm_additive", "additive_reparameterized_over_timm_additive",
+                                    "additive_over_self", "additive_matmuls_over_timm_additive",
+                                    "additive_matmuls_over_additive_reparameterized"}
+    assert max(saved["reparameterized_max_abs_diff"].values()) < 1e-5
     assert saved["machine"]["malloc"] == "default"
     assert not any("additive_matmuls" in (c["a"], c["b"]) for c in saved["crossovers"])
     assert max(saved["peer_max_abs_diff"].values()) < 1e-5

@@ -412,3 +412,24 @@ def test_array_dataset_raw_items_are_the_stored_rows():
     x, y = ds[4]
     assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(images[4])) and y == 4
     assert D.SeededTransformDataset(ds)[(4, 123)][1] == 4
+
+
+def test_array_dataset_raw_view_shares_the_array_and_leaves_the_dataset_alone():
+    images = np.random.default_rng(0).integers(0, 256, (6, 9, 7, 3), dtype=np.uint8)
+    ds = D.ArrayDataset(images, list(range(6)), list(range(6)), list(range(6)), transform=TF.pil_to_tensor)
+    view = ds.raw_view()
+    assert view.raw and view.transform is None and view.images is ds.images and view.targets is ds.targets
+    assert torch.equal(view[2][0], torch.from_numpy(images[2]))
+    assert not ds.raw and ds.transform is TF.pil_to_tensor and ds[2][0].shape == (3, 9, 7)
+
+
+def test_batch_crop_normalisation_constants_are_made_once_per_device():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    t = D.BatchRandomResizedCrop(8, mean=mean, std=std)
+    grey = torch.randint(0, 256, (2, 12, 12), dtype=torch.uint8)
+    t(grey, torch.Generator().manual_seed(0))
+    scale, shift = t._norm(torch.device("cpu"))
+    t(grey, torch.Generator().manual_seed(1))
+    assert t._norm(torch.device("cpu"))[0] is scale and list(t._norm_cache) == [torch.device("cpu")]
+    assert scale.shape == shift.shape == (1, 3, 1, 1) and scale.dtype == torch.float32
+    torch.testing.assert_close(shift.flatten() + 255 * scale.flatten(), (1 - torch.tensor(mean)) / torch.tensor(std))

@@ -222,6 +222,131 @@ def test_stage_shapes_match_timm_feature_info():
     assert [r["n"] for r in rows] == [3136, 784, 196, 49]
 
 
+@pytest.mark.parametrize("img_size", [224, 256, 64])
+def test_stage_shapes_wrap_the_analytic_shapes(img_size):
+    """export's short-key rows are swiftlib.models.stage_shapes' rows; side = img_size / stride at every stage."""
+    from swiftlib.models import stage_shapes
+
+    for name in ("swiftformer_xs", "swiftformer_l3"):
+        rows = E.stage_shapes(name, img_size)
+        assert rows == [{"stage": r["stage"], "h": r["height"], "w": r["width"], "n": r["tokens"], "d": r["channels"]}
+                        for r in stage_shapes(name, img_size)]
+        assert [(r["h"], r["w"], r["n"]) for r in rows] == [
+            (img_size // 2 ** (i + 2), img_size // 2 ** (i + 2), (img_size // 2 ** (i + 2)) ** 2) for i in range(4)]
+
+
+@pytest.mark.parametrize("spelling", ["xs", "XS", "swiftformer_xs", "SwiftFormer-XS", "swiftformer-xs"])
+def test_export_takes_every_spelling_create_model_takes(spelling):
+    assert E.stage_shapes(spelling) == E.stage_shapes("swiftformer_xs")
+    model, info = E.resolve_model(spelling)
+    assert info["model"] == "swiftformer_xs" and info["fused"]
+    assert sum(isinstance(m, E.MapSwiftFormerEncoder) for m in model.modules()) == 4
+
+
+def test_unknown_name_gives_the_same_error_in_export(tmp_path):
+    from swiftlib.models import create_model, resolve_name, swiftformer_macs
+
+    with pytest.raises(ValueError) as first:
+        resolve_name("swiftformer_q")
+    calls = [lambda: create_model("swiftformer_q"), lambda: swiftformer_macs("swiftformer_q"),
+             lambda: E.resolve_model("swiftformer_q"), lambda: E.stage_shapes("swiftformer_q"),
+             lambda: E.to_onnx("swiftformer_q", tmp_path / "q.onnx"),
+             lambda: E.inventory_vs_timm("swiftformer_q"), lambda: E.onnx_latency(["swiftformer_q"]),
+             lambda: E.export_sweep(tmp_path, "swiftformer_q")]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == str(first.value)
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- copies
+def _tensors(model):
+    return list(model.parameters()) + list(model.buffers())
+
+
+def _storages(model):
+    return {t.untyped_storage().data_ptr() for t in _tensors(model) if t.numel()}
+
+
+@pytest.fixture
+def module_copies(monkeypatch):
+    """Names of the modules deep-copied (top-level ``copy.deepcopy`` calls) while the test runs."""
+    import copy
+
+    real, copied = copy.deepcopy, []
+
+    def counting(x, memo=None, *args):
+        if memo is None and isinstance(x, nn.Module):
+            copied.append(type(x).__name__)
+        return real(x, memo, *args)
+
+    monkeypatch.setattr(copy, "deepcopy", counting)  # what swiftlib.models.fuse calls
+    monkeypatch.setattr(E, "_deepcopy", counting)
+    return copied
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, snapshot):
+    sd = model.state_dict()
+    return sd.keys() == snapshot.keys() and all(torch.equal(sd[k], v) for k, v in snapshot.items())
+
+
+def test_resolve_model_copies_a_given_model_once_and_a_named_one_never(ours_xs, module_copies):
+    before, storages = _snapshot(ours_xs), _storages(ours_xs)
+    friendly, _ = E.resolve_model(ours_xs)
+    assert module_copies == ["SwiftFormer"]                     # fuse_for_inference's copy, nothing more
+    assert not _storages(friendly) & storages                  # nothing shared with the caller's model
+    assert _unchanged(ours_xs, before) and not ours_xs.training and not getattr(ours_xs, "fused", False)
+    assert not any(isinstance(m, E.MapSwiftFormerEncoder) for m in ours_xs.modules())
+    module_copies.clear()
+    E.resolve_model("swiftformer_xs")                           # built here: fused and converted in place
+    assert module_copies == []
+    module_copies.clear()
+    fused = fuse_for_inference(ours_xs)                        # an already fused model is copied once too
+    module_copies.clear()
+    again, _ = E.resolve_model(fused)
+    assert module_copies == ["SwiftFormer"] and not _storages(again) & _storages(fused)
+
+
+def test_export_friendly_copies_once_or_works_in_place(ours_xs, module_copies):
+    fused = fuse_for_inference(ours_xs)
+    module_copies.clear()
+    before, storages = _snapshot(fused), _storages(fused)
+    copied = E.export_friendly(fused)
+    assert module_copies == ["SwiftFormer"]
+    assert _unchanged(fused, before) and not any(isinstance(m, E.MapSwiftFormerEncoder) for m in fused.modules())
+    assert not _storages(copied) & storages
+    module_copies.clear()
+    in_place = E.export_friendly(fused, inplace=True)
+    assert module_copies == [] and in_place is fused
+    assert sum(isinstance(m, E.MapSwiftFormerEncoder) for m in fused.modules()) == 4
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(in_place(x), copied(x))
+    encoder = fuse_for_inference(create_model("swiftformer_xs").eval()).stages[0].blocks[-1]
+    module_copies.clear()
+    wrapped = E.export_friendly(encoder, inplace=True)
+    assert module_copies == [] and wrapped.linear is encoder.linear
+
+
+def test_to_coreml_copies_only_what_it_must_change(tmp_path, module_copies):
+    """A given SwiftFormer is copied once (fusing); the Core ML wrapper folds 1/std into that copy. Any
+    other module is copied once, by the wrapper, so that the fold never reaches the caller's weights."""
+    torch.manual_seed(0)
+    ours = randomize_(SwiftFormer(widths=(16, 16, 24, 32), depths=(1, 1, 1, 1), num_classes=3))
+    other = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    for model in (ours, other):
+        before = _snapshot(model)
+        module_copies.clear()
+        E.to_coreml(model, tmp_path / "m.mlpackage", img_size=64, class_labels=["a", "b", "c"])
+        assert module_copies == [type(model).__name__]
+        assert _unchanged(model, before) and not model.training
+
+
 def test_sweep_writes_manifest_and_resumes(tmp_path):
     man = E.export_sweep(tmp_path, variants=["additive", "separable"], stages=[4], progress=False)
     with open(man) as f:

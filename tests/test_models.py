@@ -413,3 +413,43 @@ def test_notebook_plots_render_headlessly():
     assert len(fig.axes) == 2 and len(fig.axes[0].collections) == len(paper)
     with pytest.raises(ValueError):
         viz.plot_stage_costs({})
+
+
+# --------------------------------------------------------------------------- model names
+SPELLINGS = {"swiftformer_xs": ["xs", "XS", "swiftformer_xs", "SwiftFormer-XS", "swiftformer-xs", " SwiftFormer_XS "],
+             "swiftformer_l1": ["l1", "L1", "SwiftFormer-L1", "swiftformer_l1"]}
+
+
+@pytest.mark.parametrize("canonical", sorted(SPELLINGS))
+def test_every_spelling_resolves_to_one_name_everywhere(canonical):
+    from swiftlib.models import resolve_name, stage_shapes, swiftformer_macs
+
+    expected_shapes = stage_shapes(canonical, 224)
+    expected_macs = swiftformer_macs(canonical, 224)
+    with torch.device("meta"):  # structure only
+        expected_params = sum(p.numel() for p in create_model(canonical).parameters())
+    for spelling in SPELLINGS[canonical]:
+        assert resolve_name(spelling) == canonical
+        with torch.device("meta"):
+            model = create_model(spelling)
+        assert model.variant_name == canonical
+        assert sum(p.numel() for p in model.parameters()) == expected_params
+        assert stage_shapes(spelling, 224) == expected_shapes
+        assert swiftformer_macs(spelling, 224) == expected_macs
+    assert [resolve_name(n) for n in MODEL_NAMES] == MODEL_NAMES
+
+
+@pytest.mark.parametrize("bad", ["swiftformer_xxl", "m", "swiftformer", ""])
+def test_unknown_name_gives_one_error_everywhere(bad):
+    from swiftlib.models import resolve_name, stage_shapes, swiftformer_macs
+
+    with pytest.raises(ValueError) as first:
+        resolve_name(bad)
+    message = str(first.value)
+    assert message.startswith(f"unknown model {bad!r}; choose one of {MODEL_NAMES}") and "'xs'" in message
+    for call in (lambda: create_model(bad), lambda: stage_shapes(bad, 224), lambda: swiftformer_macs(bad)):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == message
+    with pytest.raises(TypeError, match="model name must be a str"):
+        resolve_name(None)

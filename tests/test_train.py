@@ -4,8 +4,10 @@ References: the paper recipe values come from the facts file (§4); top-1/top-5 
 against a hand count on known logits; resume and DDP are checked against an uninterrupted run
 and against the other rank, weight for weight.
 """
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,16 +152,78 @@ def test_batch_augment_is_used_for_cached_data_and_resumes_bit_for_bit(tree, tmp
 
 
 def test_batch_augment_needs_images_in_memory_and_crop_flip_only(tree, tmp_path):
-    cfg = T.resolve_config(data="folder", data_dir=str(tree), img_size=32, batch_augment=True)
-    with pytest.raises(ValueError, match="in memory"):
-        T.build_datasets(cfg)
-    cfg = T.resolve_config(data="folder", data_dir=str(tree), img_size=32, cache=True, batch_augment=True,
-                           color_jitter=0.4)
+    """fit decides, for a training set built from the config; build_datasets returns plain datasets."""
+    kw = dict(data="folder", data_dir=str(tree), img_size=32, batch_augment=True, out=str(tmp_path / "o"),
+              progress=False)
+    with pytest.raises(ValueError, match="in memory"):  # JPEGs on disk
+        T.fit(**kw)
     with pytest.raises(ValueError, match="color_jitter=0.4"):
-        T.build_datasets(cfg)
-    train, _ = T.build_datasets(T.resolve_config(data="folder", data_dir=str(tree), img_size=32, cache=True,
-                                                 color_jitter=0.4))
-    assert getattr(train, "batch_transform", None) is None and train.transform is not None  # auto: per image
+        T.fit(**kw, cache=True, color_jitter=0.4)
+    cfg = T.resolve_config(data="folder", data_dir=str(tree), img_size=32, cache=True, color_jitter=0.4)
+    train, val = T.build_datasets(cfg)
+    assert isinstance(train, D.ArrayDataset) and not train.raw and train.transform is not None
+    assert not hasattr(train, "batch_transform") and val.transform is not None
+    assert not T._use_batch_augment(cfg, train)  # auto: per image, the recipe has colour jitter
+
+
+def test_explicit_batch_augment_with_an_unsuitable_passed_in_dataset_is_an_error(tree, tmp_path):
+    on_disk = D.build_dataset("folder", tree, "train", 32)
+    cached = D.build_dataset("folder", tree, "train", 32, cache=True, cache_size=40)
+    kw = dict(val_dataset=cached, data="folder", img_size=32, color_jitter=0.0, batch_augment=True,
+              out=str(tmp_path / "o"), progress=False)
+    with pytest.raises(ValueError, match="in memory.*ImageListDataset"):
+        T.fit(train_dataset=on_disk, **kw)
+    with pytest.raises(ValueError, match="re_prob=0.25"):
+        T.fit(train_dataset=cached, **{**kw, "re_prob": 0.25})
+    with pytest.raises(ValueError, match="raw=True"):  # uint8 rows, nothing to turn them into images
+        T.fit(train_dataset=cached.raw_view(), **{**kw, "batch_augment": False})
+    assert not cached.raw and cached.transform is not None
+
+
+def test_passed_in_array_dataset_is_batch_augmented_through_a_raw_view(tree, tmp_path):
+    """batch_augment=None turns it on for a suitable passed-in dataset, which is left as it was: the run
+    equals the one whose cached dataset fit builds from the config, weight for weight."""
+    cached = D.build_dataset("folder", tree, "train", 32, cache=True, cache_size=40)
+    transform = cached.transform
+    kw = {**_batch_augment_kw(tree, tmp_path / "a"), "epochs": 1}
+    passed = T.fit(train_dataset=cached, **{**kw, "cache": False})
+    assert passed["config"].batch_augment is True
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["batch_augment"] is True
+    view = passed["train_dataset"]
+    assert view is not cached and view.raw and view.transform is None
+    assert view.images is cached.images and not cached.raw and cached.transform is transform
+    built = T.fit(**{**kw, "out": str(tmp_path / "b")})
+    assert built["config"].batch_augment is True
+    a, b = passed["model"].state_dict(), built["model"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+def test_evaluate_checkpoint_of_a_batch_augmented_run_without_cache(tree, tmp_path):
+    """Its config says batch_augment=True, cache=False: evaluating must not rebuild (and judge) the train split."""
+    cached = D.build_dataset("folder", tree, "train", 32, cache=True, cache_size=40)
+    out = tmp_path / "run"
+    T.fit(train_dataset=cached, **{**_batch_augment_kw(tree, out), "epochs": 1, "cache": False})
+    best = torch.load(out / "best.pth", map_location="cpu", weights_only=False)
+    assert best["config"]["batch_augment"] is True and best["config"]["cache"] is False
+    ev = T.evaluate_checkpoint(out / "best.pth")
+    assert ev["count"] == 24 and ev["top1"] == pytest.approx(best["val_top1"], abs=1e-3)
+
+
+def test_evaluate_checkpoint_builds_only_the_validation_split(tree, tmp_path):
+    root = tmp_path / "val_only"
+    shutil.copytree(tree / "val", root / "val")
+    for wnid in WNIDS:  # a broken train split: class folders without images
+        (root / "train" / wnid).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="hold no images"):
+        D.build_dataset("folder", root, "train", 32)
+    cfg = T.resolve_config(data="folder", data_dir=str(root), img_size=32, batch_size=8)
+    torch.manual_seed(0)
+    model = T._build_model(cfg, len(WNIDS))
+    torch.save({"model": model.state_dict(), "ema": None, "config": dataclasses.asdict(cfg),
+                "num_classes": len(WNIDS), "class_names": WNIDS}, tmp_path / "w.pth")
+    ev = T.evaluate_checkpoint(tmp_path / "w.pth")
+    ref = T.evaluate(model, DataLoader(T.build_val_dataset(cfg), batch_size=8), torch.device("cpu"))
+    assert ev["count"] == 24 and ev["top1"] == ref["top1"] and ev["loss"] == pytest.approx(ref["loss"])
 
 
 # --------------------------------------------------------------------------- DDP

@@ -8,11 +8,12 @@
 from swiftlib.models.costs import stage_shapes, swiftformer_macs
 from swiftlib.models.fuse import fuse_for_inference
 from swiftlib.models.swiftformer import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, LoadReport, SwiftFormer,
-                                         create_model, load_checkpoint, remap_official_keys, save_checkpoint,
-                                         to_official_keys)
+                                         create_model, load_checkpoint, remap_official_keys, resolve_name,
+                                         save_checkpoint, to_official_keys)
 
 __all__ = [
     "create_model",
+    "resolve_name",
     "load_checkpoint",
     "save_checkpoint",
     "fuse_for_inference",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from swiftlib.attention import attention_macs
-from swiftlib.models.swiftformer import MIN_INPUT_SIZE, SWIFTFORMER_VARIANTS
+from swiftlib.models.swiftformer import MIN_INPUT_SIZE, SWIFTFORMER_VARIANTS, resolve_name
 
 __all__ = ["stage_shapes", "swiftformer_macs"]
 
@@ -23,11 +23,7 @@ def _half(n: int) -> int:
 
 
 def _variant(name: str) -> dict:
-    key = name.lower().replace("-", "_")
-    key = key if key.startswith("swiftformer_") else f"swiftformer_{key}"
-    if key not in SWIFTFORMER_VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {list(SWIFTFORMER_VARIANTS)}")
-    return SWIFTFORMER_VARIANTS[key]
+    return SWIFTFORMER_VARIANTS[resolve_name(name)]
 
 
 def stage_shapes(name: str, height: int, width: int | None = None) -> list[dict]:

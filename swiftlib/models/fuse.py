@@ -1,4 +1,5 @@
-"""Inference-time fusion for SwiftFormer: fold BatchNorms and layer scales into neighbouring layers.
+"""Inference-time fusion for SwiftFormer: fold BatchNorms and layer scales into neighbouring layers,
+and merge the additive attention's ``Proj`` into its ``final`` layer.
 
 In eval mode a BatchNorm is a per-channel affine map ``y = s * x + t`` with
 ``s = gamma / sqrt(running_var + eps)`` and ``t = beta - s * running_mean``, and a layer scale is a
@@ -12,6 +13,7 @@ BN -> 1x1 conv / linear (Mlp, head)    ``W' = W * s[i]``, ``b' = b + W t``   (no
 1x1 conv / linear -> layer scale       ``W' = g[o] * W``, ``b' = g * b``
 head BN -> avg pool -> Linear          the pool is linear and per channel, so BN moves past it
 head + head_dist, averaged             one Linear with ``(W + W_d) / 2``, ``(b + b_d) / 2``
+additive attention Proj -> final       ``W_f`` and ``W_f W_p`` side by side, ``W_f b_p + b_f``  (``reparameterize``)
 =====================================  =============================================================
 
 The depthwise conv's BN could not fold *backwards* into a 3x3 conv with zero padding (the padded
@@ -24,6 +26,7 @@ import copy
 import torch
 from torch import nn
 
+from swiftlib.attention import EfficientAdditiveAttention
 from swiftlib.models.swiftformer import (ATTENTION_OUTPUT_LAYER, ConvEncoder, Downsample, Mlp, SwiftFormer,
                                          SwiftFormerEncoder)
 
@@ -81,6 +84,8 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
     SwiftFormer Encoder's layer scale 1 into the attention's last linear layer and layer scale 2
     into ``fc2``; the Mlp's leading BN into ``fc1``; the head BN into the classifier; and the
     classifier and distillation heads into one averaged Linear (eval output is their mean anyway).
+    Each additive attention is then reparameterized
+    (:meth:`~swiftlib.attention.EfficientAdditiveAttention.reparameterize`: ``Proj`` merged into ``final``).
 
     With ``channels_last`` (default) the weights and every input are put in NHWC memory layout:
     oneDNN's convolutions on CPU run without layout reorders and the ``[B, C, H, W] -> [B, N, D]``
@@ -121,6 +126,10 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
             module.layer_scale_1 = nn.Identity()
             _fold_scale_after(module.linear.fc2, module.layer_scale_2.gamma)
             module.layer_scale_2 = nn.Identity()
+
+    for module in list(m.modules()):  # after the layer-scale folds into attn.final: merge Proj into final
+        if isinstance(module, EfficientAdditiveAttention):
+            module.reparameterize()
 
     # head: BN -> mean -> Linear == mean -> Linear' ; then average the two heads into one.
     _fold_bn_before(m.head, m.norm)

@@ -52,6 +52,7 @@ __all__ = [
     "SwiftFormer",
     "SWIFTFORMER_VARIANTS",
     "MODEL_NAMES",
+    "resolve_name",
     "create_model",
     "load_checkpoint",
     "save_checkpoint",
@@ -486,22 +487,38 @@ SWIFTFORMER_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "swiftformer_l3": {"widths": (64, 128, 320, 512), "depths": (4, 4, 12, 6)},
 }
 MODEL_NAMES: list[str] = list(SWIFTFORMER_VARIANTS)
+_PREFIX = "swiftformer_"
+
+
+def resolve_name(name: str) -> str:
+    """The canonical name (a key of :data:`SWIFTFORMER_VARIANTS`) of a SwiftFormer spelled ``name``.
+
+    Case, ``-`` / ``_`` / spaces and the ``swiftformer`` prefix are free: ``"xs"``, ``"swiftformer_xs"``,
+    ``"SwiftFormer-XS"`` all give ``"swiftformer_xs"``. Every name-taking function of swiftlib
+    (:func:`create_model`, the analytic costs, export, the benchmarks) resolves names here.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    key = "_".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+    if not key.startswith(_PREFIX):
+        key = _PREFIX + key
+    if key not in SWIFTFORMER_VARIANTS:
+        short = ", ".join(repr(n[len(_PREFIX):]) for n in MODEL_NAMES)
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES} (or short: {short}; "
+                         f"case and '-' vs '_' do not matter)")
+    return key
 
 
 # ============================================================================ factories
 def create_model(name: str, num_classes: int = 1000, attention: str = "additive", distillation: bool = True,
                  checkpoint=None, **kw) -> SwiftFormer:
-    """Build ``swiftformer_{xs,s,l1,l3}``; ``attention`` picks the token mixer of every stage's last block.
+    """Build ``swiftformer_{xs,s,l1,l3}`` (any spelling :func:`resolve_name` accepts); ``attention`` picks the token mixer of every stage's last block.
 
     ``checkpoint`` (a path or state dict in any layout :func:`load_checkpoint` accepts) is loaded
     after construction; a different ``num_classes`` re-initialises the head with a warning.
     Extra keyword arguments go to :class:`SwiftFormer` (``mlp_ratio``, ``in_chans``).
     """
-    key = name.lower().replace("-", "_")
-    if not key.startswith("swiftformer_"):
-        key = f"swiftformer_{key}"
-    if key not in SWIFTFORMER_VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    key = resolve_name(name)
     model = SwiftFormer(**SWIFTFORMER_VARIANTS[key], num_classes=num_classes, attention=attention,
                         distillation=distillation, **kw)
     model.variant_name = key
