@@ -47,6 +47,7 @@ __all__ = [
     "EfficientAdditiveAttention",
     "VARIANTS",
     "build_attention",
+    "variant_heads",
     "attention_macs",
     "attention_memory",
 ]
@@ -95,6 +96,9 @@ class SelfAttention(nn.Module):
     Parameters are laid out like ``nn.MultiheadAttention``: ``qkv`` holds ``in_proj_weight``.
     """
 
+    multi_head = True  # splits D into num_heads heads (else num_heads must be 1)
+    output_layer = "proj"  # its last linear layer (a layer scale after it folds into it)
+
     def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = True):
         super().__init__()
         _check_heads(dim, num_heads, type(self).__name__)
@@ -141,6 +145,9 @@ class TransposedAttention(nn.Module):
     Parameter names follow ``timm.models.xcit.XCA`` (``qkv``, ``temperature``, ``proj``).
     """
 
+    multi_head = True  # splits D into num_heads heads (else num_heads must be 1)
+    output_layer = "proj"  # its last linear layer (a layer scale after it folds into it)
+
     def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = True):
         super().__init__()
         _check_heads(dim, num_heads, type(self).__name__)
@@ -184,6 +191,9 @@ class SeparableAttention(nn.Module):
     Parameter names follow ``timm.models.mobilevit.LinearSelfAttention`` (``qkv_proj``,
     ``out_proj``), as linear layers instead of its 1x1 convolutions.
     """
+
+    multi_head = False  # splits D into num_heads heads (else num_heads must be 1)
+    output_layer = "out_proj"  # its last linear layer (a layer scale after it folds into it)
 
     def __init__(self, dim: int, num_heads: int = 1, bias: bool = True):
         super().__init__()
@@ -244,6 +254,9 @@ class EfficientAdditiveAttention(nn.Module):
     (7ND + 2N + D elements); in inference this forward creates 3ND + 3N + D^2 + D + 1
     (reparameterized: 2ND + 3N + 3D^2 + D + 1), output excluded.
         """
+
+    multi_head = False  # splits D into num_heads heads (else num_heads must be 1)
+    output_layer = "final"  # its last linear layer (a layer scale after it folds into it)
 
     def __init__(self, dim: int, num_heads: int = 1):
         super().__init__()
@@ -380,11 +393,19 @@ def build_attention(name: str, dim: int, num_heads: int = 1, **kwargs) -> nn.Mod
     return _variant(name)(dim, num_heads=num_heads, **kwargs)
 
 
+def variant_heads(name: str, heads: int) -> int:
+    """The head count variant ``name`` runs with when ``heads`` are asked for: ``heads`` for the
+    multi-head variants (``multi_head``), 1 for the single-head ones."""
+    return heads if _variant(name).multi_head else 1
+
+
 def attention_macs(name: str, n: int, d: int, heads: int = 1) -> int:
     """Analytic multiply-accumulates of one forward of variant ``name`` on ``[1, n, d]`` tokens."""
+    _check_heads(d, heads, name)
     return _variant(name).macs(n, d, heads)
 
 
 def attention_memory(name: str, n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
     """Analytic bytes of intermediate activations of one forward of variant ``name``."""
+    _check_heads(d, heads, name)
     return _variant(name).activation_memory(n, d, heads, batch=batch, bytes_per_element=bytes_per_element)

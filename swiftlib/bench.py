@@ -616,7 +616,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
     """
     from tqdm.auto import tqdm
 
-    from swiftlib.attention import VARIANTS, attention_macs, attention_memory, build_attention
+    from swiftlib.attention import VARIANTS, attention_macs, attention_memory, build_attention, variant_heads
 
     dev = resolve_device(device)
     variants = _known(variants, VARIANTS, "attention variant")
@@ -625,9 +625,6 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
         raise ValueError(f"d, batch and heads must be >= 1, got d={d}, batch={batch}, heads={heads}")
     if d % heads:
         raise ValueError(f"d={d} is not divisible by heads={heads}")
-
-    def heads_of(v: str) -> int:
-        return heads if v in ("self", "transposed") else 1
 
     config = {"n": ns, "d": d, "heads": heads, "batch": batch, "device": str(dev), "variants": variants,
               "peer": "timm.models.swiftformer.EfficientAdditiveAttention" if peer else None,
@@ -652,7 +649,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
         if n in done:
             continue
         torch.manual_seed(seed)
-        mods = {v: build_attention(v, d, num_heads=heads_of(v)).to(dev).eval() for v in variants}
+        mods = {v: build_attention(v, d, num_heads=variant_heads(v, heads)).to(dev).eval() for v in variants}
         x = torch.randn(batch, n, d, generator=torch.Generator().manual_seed(seed)).to(dev)
         fns: dict[str, Callable] = {v: m for v, m in mods.items()}
         inputs: dict[str, torch.Tensor] = {v: x for v in variants}
@@ -681,7 +678,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
                                   threads=threads, max_seconds=max_seconds_per_point, clock=clock)
         for k in fns:
             v = "additive" if k in ADDITIVE_CONTENDERS else k
-            hk = heads_of(v)
+            hk = variant_heads(v, heads)
             point = {"variant": k, "n": n, "d": d, "heads": hk, "batch": batch, **timing[k],
                      "analytic_macs": batch * attention_macs(v, n, d, hk),
                      "analytic_activation_bytes": attention_memory(v, n, d, hk, batch=batch)}

@@ -39,6 +39,7 @@ Unreadable images: ``on_error="skip"`` (default) drops them, counts them and lis
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import gzip
@@ -72,6 +73,7 @@ __all__ = [
     "build_dataset", "build_transform", "cache_root", "read_class_list", "imagenet_class_index",
     "imagenet_class_name", "select_classes", "cap_per_class", "download_archive", "verify_checksum",
     "extract_archive", "load_fashion_mnist", "cached_uint8", "write_image_folder", "dataset_or_fallback",
+    "rng_state", "set_rng_state", "seeded",
 ]
 
 DATASETS = ("imagenette", "imagewoof", "imagenet", "tiny-imagenet", "folder", "fashion-mnist")
@@ -554,6 +556,38 @@ class BatchRandomResizedCrop:
         return torch.addcmul(shift, out, scale).expand(B, 3, S, S).contiguous()
 
 
+# =========================================================================== random number generators
+def rng_state(device: torch.device | None = None) -> dict:
+    """The states of Python's, NumPy's and torch's CPU generators (and of ``device``'s, a CUDA device)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore generator states saved by :func:`rng_state` (the CUDA one where ``device`` is CUDA)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device is not None and torch.device(device).type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Python's, NumPy's and torch's CPU generators seeded with ``seed`` for the block; the states they
+    had before are restored after it, so the caller's random stream is untouched."""
+    saved = rng_state()
+    try:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        yield
+    finally:
+        set_rng_state(saved)
+
+
 class SeededTransformDataset(Dataset):
     """Wraps a dataset so that item ``(index, seed)`` runs its random transform under ``seed``.
 
@@ -579,16 +613,8 @@ class SeededTransformDataset(Dataset):
         index, seed = item
         if getattr(self.dataset, "raw", False) or getattr(self.dataset, "transform", True) is None:
             return self.dataset[index]  # nothing random happens per item
-        py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
+        with seeded(seed):
             return self.dataset[index]
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-            torch.set_rng_state(th)
 
 
 # =========================================================================== Fashion-MNIST

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from math import prod
 from typing import Any
 
@@ -131,6 +132,18 @@ def _check_module(module, inputs) -> None:
         raise ValueError(f"{type(module).__name__}: give the example inputs to count with, e.g. count_macs(m, x)")
 
 
+@contextmanager
+def _eval_no_grad(module: nn.Module):
+    """``module`` in eval mode with autograd off for the block; its train/eval mode given back after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
+
+
 def count_macs(module: nn.Module, *inputs: Any) -> dict[str, Any]:
     """MACs of ``module(*inputs)`` with fvcore, the elementwise work in its own column.
 
@@ -138,13 +151,8 @@ def count_macs(module: nn.Module, *inputs: Any) -> dict[str, Any]:
     "total": their sum, "by_op": {op: count}}`` (elementwise ops are keyed ``"ew.<op>"``).
     """
     _check_module(module, inputs)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            by_op = Counter(fvcore_analysis(module, *inputs).by_operator())
-    finally:
-        module.train(was_training)
+    with _eval_no_grad(module):
+        by_op = Counter(fvcore_analysis(module, *inputs).by_operator())
     matmul, ew = _split(by_op)
     return {"matmul": matmul, "elementwise": ew, "total": matmul + ew, "by_op": dict(by_op)}
 
@@ -168,13 +176,8 @@ def torch_flops(module: nn.Module, *inputs: Any) -> dict[str, Any]:
     """
     _check_module(module, inputs)
     mode = FlopCounterMode(display=False, custom_mapping=_custom_mapping())
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), mode:
-            module(*inputs)
-    finally:
-        module.train(was_training)
+    with _eval_no_grad(module), mode:
+        module(*inputs)
     counts = mode.get_flop_counts()
     root = "Global"
     by_module: dict[str, int] = {}
@@ -198,13 +201,8 @@ def module_table(module: nn.Module, *inputs: Any, max_depth: int = 3) -> list[di
     _check_module(module, inputs)
     if max_depth < 0:
         raise ValueError(f"max_depth must be >= 0, got {max_depth}")
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            per_mod = fvcore_analysis(module, *inputs).by_module_and_operator()
-    finally:
-        module.train(was_training)
+    with _eval_no_grad(module):
+        per_mod = fvcore_analysis(module, *inputs).by_module_and_operator()
     torch_by = torch_flops(module, *inputs)["by_module"]
     total_mm = _split(Counter(per_mod.get("", {})))[0] or 1
     rows = []

@@ -54,7 +54,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from swiftlib.io import atomic_torch_save, atomic_write_text
 from swiftlib.data import (DATASETS, ArrayDataset, BatchRandomResizedCrop, SeededTransformDataset, build_dataset,
-                           build_transform)
+                           build_transform, rng_state, set_rng_state)
 
 __all__ = ["TrainConfig", "RECIPES", "resolve_config", "fit", "evaluate", "evaluate_checkpoint",
            "ResumableSampler", "main"]
@@ -115,7 +115,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None               # default: on for CUDA (bf16)
     amp_dtype: str = "bfloat16"
-    channels_last: bool | None = None     # default: on for CUDA
+    channels_last: bool | None = None     # default: on (GPU, and CPU: oneDNN's convolutions are faster in NHWC)
     compile: bool = False
     sync_bn: bool = False                 # DDP: SyncBatchNorm; otherwise BN statistics are averaged every epoch
     workers: int = 0
@@ -239,23 +239,8 @@ class _ShardSampler(Sampler):
 
 
 # =========================================================================== checkpoints (atomic writes: swiftlib.io)
-def _rng_state(device: torch.device) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _gather_rng(device: torch.device) -> list:
-    state = _rng_state(device)
+    state = rng_state(device)
     if dist.is_available() and dist.is_initialized():
         states = [None] * dist.get_world_size()
         dist.all_gather_object(states, state)
@@ -473,7 +458,9 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
         out.mkdir(parents=True, exist_ok=True)
     amp_on = cfg.amp if cfg.amp is not None else device.type == "cuda"
     amp_dtype = getattr(torch, cfg.amp_dtype) if amp_on else None
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    # NHWC by default everywhere: on 2 CPU cores an XS training step measured 1.0-1.2x faster at 32-64 px and
+    # 1.2-1.35x at 160 px (oneDNN's depthwise and 1x1 convolutions without layout reorders)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
 
     train_dataset = build_train_dataset(cfg) if train_dataset is None else train_dataset
     train_dataset, batch_transform = _batch_augmentation(cfg, train_dataset)  # a bad setting fails before val is built
@@ -538,7 +525,7 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
             ema.module.load_state_dict(state["ema"])
         start_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         best_top1, history, accum = state["best_top1"], state["history"], state["accum"]
-        _set_rng_state(state["rng"][rank], device)
+        set_rng_state(state["rng"][rank], device)
     else:
         random.seed(cfg.seed + rank)
         np.random.seed(cfg.seed + rank)

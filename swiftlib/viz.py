@@ -5,6 +5,8 @@ Sections are grouped by the notebook that uses them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -46,14 +48,14 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
     SwiftFormer's per-stage token counts are marked, and ``n_mark`` (if given) too.
     Returns the Figure (nothing is shown or saved).
     """
-    from swiftlib.attention import VARIANTS, attention_macs, attention_memory
+    from swiftlib.attention import VARIANTS, attention_macs, attention_memory, variant_heads
 
     if d % heads:
         raise ValueError(f"d={d} is not divisible by heads={heads}")
     ns = np.unique(np.geomspace(1, n_max, 200).astype(int))
     fig, (ax_macs, ax_mem) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for name in VARIANTS:
-        h = heads if name in ("self", "transposed") else 1
+        h = variant_heads(name, heads)
         colour, label = VARIANT_STYLE[name]
         macs = [batch * attention_macs(name, int(n), d, h) for n in ns]
         mem = [attention_memory(name, int(n), d, h, batch=batch, bytes_per_element=bytes_per_element) / 2**20
@@ -70,10 +72,24 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
     return fig
 
 
+def _show_in(out, make_figure: Callable | None = None, message: str | None = None) -> None:
+    """Replace what the ipywidgets ``Output`` ``out`` shows: the Figure ``make_figure()`` returns (closed
+    once displayed, so that it is not drawn a second time) or, if given, the text ``message``."""
+    from IPython.display import display
+
+    with out:
+        out.clear_output(wait=True)
+        if message is not None:
+            print(message)
+            return
+        fig = make_figure()
+        display(fig)
+        plt.close(fig)
+
+
 def attention_cost_widget(d: int = 48, heads: int = 1, n: int = 196):
     """Sliders for N, d and heads redrawing :func:`plot_attention_costs` (thin ipywidgets wrapper)."""
     import ipywidgets as W
-    from IPython.display import display
 
     out = W.Output()
     style = dict(continuous_update=False)
@@ -82,14 +98,10 @@ def attention_cost_widget(d: int = 48, heads: int = 1, n: int = 196):
     h_slider = W.Dropdown(options=[1, 2, 4, 8], value=heads, description="heads")
 
     def redraw(*_):
-        with out:
-            out.clear_output(wait=True)
-            if d_slider.value % h_slider.value:
-                print(f"d={d_slider.value} is not divisible by heads={h_slider.value}")
-                return
-            fig = plot_attention_costs(d_slider.value, h_slider.value, n_mark=n_slider.value)
-            display(fig)
-            plt.close(fig)
+        if d_slider.value % h_slider.value:
+            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_slider.value}")
+        else:
+            _show_in(out, lambda: plot_attention_costs(d_slider.value, h_slider.value, n_mark=n_slider.value))
 
     for w in (n_slider, d_slider, h_slider):
         w.observe(redraw, names="value")
@@ -191,7 +203,6 @@ def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch:
     Figure is :func:`plot_sweep`. ``points`` (optional) draws a first result without measuring.
     """
     import ipywidgets as W
-    from IPython.display import display
 
     out = W.Output()
     style = dict(continuous_update=False)
@@ -201,18 +212,12 @@ def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch:
     dev = W.Dropdown(options=list(devices), value=devices[0], description="device")
 
     def draw(pts, cross):
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_sweep(pts, cross, title=f"d={d_slider.value}, heads={h_slider.value}, "
-                                                f"batch={b_slider.value}, {dev.value}")
-            display(fig)
-            plt.close(fig)
+        _show_in(out, lambda: plot_sweep(pts, cross, title=f"d={d_slider.value}, heads={h_slider.value}, "
+                                                          f"batch={b_slider.value}, {dev.value}"))
 
     def redraw(*_):
         if d_slider.value % h_slider.value:
-            with out:
-                out.clear_output(wait=True)
-                print(f"d={d_slider.value} is not divisible by heads={h_slider.value}")
+            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_slider.value}")
             return
         draw(*run(d=d_slider.value, heads=h_slider.value, batch=b_slider.value, device=dev.value))
 
@@ -262,7 +267,6 @@ def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", 
     ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}`` supplies the data.
     """
     import ipywidgets as w
-    from IPython.display import display
 
     size_slider = w.SelectionSlider(options=list(sizes), value=size, description="model", continuous_update=False)
     res_slider = w.SelectionSlider(options=list(resolutions), value=resolution, description="pixels",
@@ -270,12 +274,8 @@ def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", 
     out = w.Output()
 
     def redraw(_=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = plot_stage_costs(costs_fn(size_slider.value, res_slider.value),
-                                   title=f"{size_slider.value} at {res_slider.value} x {res_slider.value} px")
-            display(fig)
-            plt.close(fig)
+        size, px = size_slider.value, res_slider.value
+        _show_in(out, lambda: plot_stage_costs(costs_fn(size, px), title=f"{size} at {px} x {px} px"))
 
     size_slider.observe(redraw, names="value")
     res_slider.observe(redraw, names="value")

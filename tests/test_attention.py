@@ -16,7 +16,7 @@ VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
 
 
 def _heads(name, heads):
-    return heads if name in ("self", "transposed") else 1
+    return A.variant_heads(name, heads)
 
 
 def _tokens(b, n, d, seed=0):
@@ -33,6 +33,26 @@ def test_variants_registry():
     assert A.VARIANTS["additive"] is A.EfficientAdditiveAttention
     with pytest.raises(ValueError, match="unknown attention 'linformer'"):
         A.build_attention("linformer", 32)
+
+
+def test_variant_facts():
+    """Which variants split D into heads (the papers: multi-head self-attention and XCA; MobileViTv2's
+    and SwiftFormer's attentions are single-head), and the last linear layer of each, where a layer
+    scale after the mixer folds in."""
+    assert {n for n, c in A.VARIANTS.items() if c.multi_head} == {"self", "transposed"}
+    assert [A.variant_heads(n, 4) for n in ("self", "transposed", "separable", "additive")] == [4, 4, 1, 1]
+    for name, cls in A.VARIANTS.items():
+        m = A.build_attention(name, 48, num_heads=A.variant_heads(name, 4)).eval()
+        layer = getattr(m, cls.output_layer)
+        assert isinstance(layer, nn.Linear)
+        with torch.no_grad():
+            assert m(_tokens(1, 5, 48)).abs().max() > 0
+            layer.weight.zero_(), layer.bias.zero_()
+            assert torch.equal(m(_tokens(1, 5, 48)), torch.zeros(1, 5, 48)), name  # nothing comes after it
+    with pytest.raises(ValueError, match="dim=50 is not divisible by num_heads=3"):
+        A.attention_macs("self", 10, 50, 3)
+    with pytest.raises(ValueError, match="dim=50 is not divisible by num_heads=3"):
+        A.attention_memory("transposed", 10, 50, 3)
 
 
 # --------------------------------------------------------------------------- reference equivalence

@@ -296,6 +296,22 @@ def test_seeded_transform_is_reproducible_and_leaves_rng_alone(tree):
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0]) and a[1] == c[1]
 
 
+def test_seeded_block_draws_the_seeds_stream_and_restores_all_three_generators():
+    import random
+
+    import numpy as np
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    outer = D.rng_state()
+    with D.seeded(7):
+        draws = (random.random(), np.random.rand(), torch.rand(1).item())
+    after = D.rng_state()
+    assert after["python"] == outer["python"] and torch.equal(after["torch"], outer["torch"])
+    assert all(np.array_equal(a, b) for a, b in zip(after["numpy"][1:3], outer["numpy"][1:3]))
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # the same stream as a plain seed
+    assert draws == (random.random(), np.random.rand(), torch.rand(1).item())
+
+
 def test_dataset_or_fallback_explains_why(tmp_path, clean_tree):
     name, msg = D.dataset_or_fallback("imagenette", tmp_path / "empty", download=False)
     assert name == "fashion-mnist" and "imagenette2-320.tgz" in msg and "falling back to fashion-mnist" in msg

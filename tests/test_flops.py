@@ -14,7 +14,7 @@ SHAPES = [(1, 49, 48, 1), (2, 196, 64, 4), (1, 37, 96, 2), (1, 1, 16, 1), (3, 64
 
 
 def _heads(name, heads):
-    return heads if name in ("self", "transposed") else 1
+    return A.variant_heads(name, heads)
 
 
 class _Explicit(nn.Module):

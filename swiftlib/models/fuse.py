@@ -27,8 +27,7 @@ import torch
 from torch import nn
 
 from swiftlib.attention import EfficientAdditiveAttention
-from swiftlib.models.swiftformer import (ATTENTION_OUTPUT_LAYER, ConvEncoder, Downsample, Mlp, SwiftFormer,
-                                         SwiftFormerEncoder)
+from swiftlib.models.swiftformer import ConvEncoder, Downsample, Mlp, SwiftFormer, SwiftFormerEncoder
 
 __all__ = ["fuse_for_inference", "bn_scale_shift", "randomize_batchnorm_"]
 
@@ -121,7 +120,7 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
             _fold_bn_before(module.fc1, module.norm1)
             module.norm1 = nn.Identity()
         if isinstance(module, SwiftFormerEncoder):
-            out_layer = getattr(module.attn, ATTENTION_OUTPUT_LAYER[module.attention])
+            out_layer = getattr(module.attn, module.attn.output_layer)
             _fold_scale_after(out_layer, module.layer_scale_1.gamma)
             module.layer_scale_1 = nn.Identity()
             _fold_scale_after(module.linear.fc2, module.layer_scale_2.gamma)

@@ -127,10 +127,6 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm1(x))))  # [B, C, H, W] -> [B, hidden, H, W] -> [B, C, H, W]
 
 
-#: For each attention variant, the name of its last linear layer (where layer scale 1 can be folded).
-ATTENTION_OUTPUT_LAYER = {"additive": "final", "self": "proj", "transposed": "proj", "separable": "out_proj"}
-
-
 class SwiftFormerEncoder(nn.Module):
     """SwiftFormer Encoder (paper Fig. 3): local representation, token mixer, Mlp, each residual.
 
