@@ -253,7 +253,7 @@ class EfficientAdditiveAttention(nn.Module):
     whole SwiftFormer. :meth:`activation_memory` counts the official algorithm's intermediates
     (7ND + 2N + D elements); in inference this forward creates 3ND + 3N + D^2 + D + 1
     (reparameterized: 2ND + 3N + 3D^2 + D + 1), output excluded.
-        """
+    """
 
     multi_head = False  # splits D into num_heads heads (else num_heads must be 1)
     output_layer = "final"  # its last linear layer (a layer scale after it folds into it)
@@ -312,9 +312,9 @@ class EfficientAdditiveAttention(nn.Module):
         a Linear's) and ``merged_bias`` replace both layers, and each forward runs one
         ``[N, 2D] @ [2D, D]`` product instead of two ``[N, D] @ [D, D]`` ones with elementwise passes
         between them: the same MACs (:meth:`macs`), fewer ops and passes. ``G`` only rescales the
-        input columns of ``W_f W_p`` per sample. Exact up to rounding,
-        like the BatchNorm folds of :func:`swiftlib.models.fuse_for_inference` (which calls this).
-        Official and timm checkpoints load into the module before, not after. Idempotent.
+        input columns of ``W_f W_p`` per sample. Exact up to rounding, like the BatchNorm folds of
+        :func:`swiftlib.models.fuse_for_inference` (which calls this). Official and timm checkpoints
+        load into the module before, not after. Idempotent.
         """
         if self.reparameterized:
             return self

@@ -580,20 +580,20 @@ class AdditiveMatmuls(nn.Module):
         g = torch.Generator().manual_seed(0)
         self.qk, self.w_g = ours.qk, ours.w_g
         self.register_buffer("scores", torch.rand(batch, n, generator=g))          # a, [B, N]
-        self.register_buffer("w2", torch.randn(batch, 2 * d, d, generator=g))      # [W_f^T ; diag(G) M]
+        self.register_buffer("w2", torch.randn(batch, d, 2 * d, generator=g))      # [W_f | W_f W_p diag(G)]
         self.register_buffer("bias", torch.randn(d, generator=g))                  # W_f b_p + b_f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
-        qk = torch.addmm(self.qk.bias, x.reshape(B * N, D), self.qk.weight.t())   # [B*N, 2D]
-        q = qk[:, :D]
+        qk = nn.functional.linear(x, self.qk.weight, self.qk.bias)                 # [B, N, 2D]
+        q = qk.view(B * N, 2, D)[:, 0]                                             # [B*N, D]
         alpha = torch.mm(q, self.w_g)                                              # [B*N, 1]
         if B == 1:
             g = torch.mm(self.scores, q)                                           # [1, D]
-            out = torch.addmm(self.bias, qk, self.w2[0]).view(B, N, D)             # [N, 2D] @ [2D, D]
+            out = nn.functional.linear(qk, self.w2[0], self.bias)                  # [1, N, 2D] -> [1, N, D]
         else:
             g = torch.bmm(self.scores.view(B, 1, N), q.view(B, N, D))              # [B, 1, D]
-            out = torch.bmm(qk.view(B, N, -1), self.w2).add_(self.bias)            # [B, N, D]
+            out = torch.bmm(qk, self.w2.transpose(1, 2)).add_(self.bias)           # [B, N, D]
         return out, qk, alpha, g
 
 
@@ -606,8 +606,8 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
 
     At every ``n`` the variants (and, when ``peer``, timm's additive attention ``"timm_additive"``,
     swiftlib's reparameterized for inference ``"additive_reparameterized"`` and the floor
-    :class:`AdditiveMatmuls` ``"additive_matmuls"``) are timed interleaved (:func:`time_interleaved`) on ``x [batch, n, d]`` (timm: the same
-    values as a ``[batch, d, H, W]`` map). ``heads`` applies to self and transposed attention.
+    :class:`AdditiveMatmuls` ``"additive_matmuls"``) are timed interleaved (:func:`time_interleaved`)
+    on ``x [batch, n, d]`` (timm: the same values as a ``[batch, d, H, W]`` map). ``heads`` applies to self and transposed attention.
     Returns ``{"config", "points", "exponents", "ratios", ...}``; ``points`` is one dict per
     (variant, n) with latency, ``peak_memory`` and the analytic MACs / activation bytes.
 
