@@ -532,8 +532,10 @@ def map_size(n: int) -> tuple[int, int]:
     return h, n // h
 
 
+#: contenders of the sweep that time a form of swiftlib's own additive attention, not a variant of their own
+OWN_ADDITIVE_FORMS = ("additive_reparameterized", "additive_matmuls")
 #: contenders of the sweep that compute swiftlib's additive attention (its analytic costs apply)
-ADDITIVE_CONTENDERS = ("timm_additive", "additive_reparameterized", "additive_matmuls")
+ADDITIVE_CONTENDERS = ("timm_additive", *OWN_ADDITIVE_FORMS)
 
 
 class TimmAdditiveOnTokens(nn.Module):
@@ -834,7 +836,7 @@ def sweep_series(points: Sequence[dict[str, Any]], key: str = "median_ms") -> di
 
 
 def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms",
-                     skip: Sequence[str] = ("additive_matmuls", "additive_reparameterized")) -> list[dict[str, Any]]:
+                     skip: Sequence[str] = OWN_ADDITIVE_FORMS) -> list[dict[str, Any]]:
     """Every crossing of every pair of variants in a sweep (``{"a", "b", "n", "key"}``), by n.
 
     ``skip``: series that are not attentions of their own (by default the matrix-product floor of
@@ -962,7 +964,7 @@ def data_loading_throughput(img_size: int = 128, cache_size: int = 144, images: 
                 os.environ.pop("SWIFTLIB_CACHE", None)
             else:
                 os.environ["SWIFTLIB_CACHE"] = old
-        raw = sdata.ArrayDataset(cached.images, cached.targets, cached.classes, cached.class_names, raw=True)
+        raw = cached.raw_view()  # the same rows, uint8 as stored
 
         loaders = {k: torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=w,
                                                   persistent_workers=w > 0)
