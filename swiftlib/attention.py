@@ -242,8 +242,10 @@ class EfficientAdditiveAttention(nn.Module):
 
     How the forward computes it (same function, same matrix products, fewer passes and ops):
     ``[Q | K]`` comes from one ``[N, D] @ [D, 2D]`` product and is scaled in place by ``1 / ||.||``
-    per token and half (a copy when autograd needs the original). ``G`` acts on the ``D x D``
-    weight, not on the ``N x D`` keys: ``Proj(G * K) = K (diag(G) W_p^T) + b_p``. The ``1 / sqrt(D)``
+    per token and half (a copy when autograd needs the original). Where a sample has at least as
+    many tokens as channels (``N >= D``), ``G`` acts on the ``D x D`` weight, not on the ``N x D``
+    keys: ``Proj(G * K) = K (diag(G) W_p^T) + b_p``; on smaller maps (the last stage at 224 px,
+    every stage at 32 px) it scales the keys, the smaller of the two. The ``1 / sqrt(D)``
     of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not applied (``scale`` stays as an
     attribute for readers of the equations). Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND,
     ``a^T Q`` ND, ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
@@ -252,7 +254,8 @@ class EfficientAdditiveAttention(nn.Module):
     product, the same MACs, fewer ops); :func:`swiftlib.models.fuse_for_inference` does it for a
     whole SwiftFormer. :meth:`activation_memory` counts the official algorithm's intermediates
     (7ND + 2N + D elements); in inference this forward creates 3ND + 3N + D^2 + D + 1
-    (reparameterized: 2ND + 3N + 3D^2 + D + 1), output excluded.
+    (reparameterized: 2ND + 3N + 3D^2 + D + 1) for ``N >= D``, and 4ND + 3N + D + 1
+    (reparameterized: 2ND + 3N + 4D + 1) for ``N < D``, output excluded.
     """
 
     multi_head = False  # splits D into num_heads heads (else num_heads must be 1)
@@ -269,8 +272,7 @@ class EfficientAdditiveAttention(nn.Module):
         self.w_g = nn.Parameter(torch.randn(dim, 1))
         self.proj = nn.Linear(dim, dim)
         self.final = nn.Linear(dim, dim)
-        self.register_parameter("merged_q_weight", None)  # W_f, [D, D], once reparameterized
-        self.register_parameter("merged_k_weight", None)  # W_f W_p, [D, D]
+        self.register_parameter("merged_weight", None)    # [W_f | W_f W_p], [D, 2D], once reparameterized
         self.register_parameter("merged_bias", None)      # W_f b_p + b_f, [D]
         self._register_load_state_dict_pre_hook(self._map_reference_keys)
 
@@ -298,7 +300,8 @@ class EfficientAdditiveAttention(nn.Module):
         merged output layer from.
         """
         if self.reparameterized:
-            return self.merged_q_weight.detach().t(), self.merged_k_weight.detach().t(), self.merged_bias.detach()
+            w = self.merged_weight.detach()
+            return w[:, :self.dim].t(), w[:, self.dim:].t(), self.merged_bias.detach()
         wf_t = self.final.weight.detach().t()                         # [D, D] = W_f^T
         m = self.proj.weight.detach().t() @ wf_t                      # [D, D] = W_p^T W_f^T
         return wf_t, m, torch.addmv(self.final.bias.detach(), self.final.weight.detach(), self.proj.bias.detach())
@@ -308,19 +311,18 @@ class EfficientAdditiveAttention(nn.Module):
         """Merge ``Proj`` into ``final`` for inference, in place; returns ``self``.
 
         ``final(Proj(G * Khat) + Qhat) = [Qhat | Khat] @ [W_f^T ; diag(G) W_p^T W_f^T] + (W_f b_p + b_f)``,
-        so ``merged_q_weight`` (``W_f``), ``merged_k_weight`` (``W_f W_p``, each ``[D, D]``, out x in like
-        a Linear's) and ``merged_bias`` replace both layers, and each forward runs one
-        ``[N, 2D] @ [2D, D]`` product instead of two ``[N, D] @ [D, D]`` ones with elementwise passes
-        between them: the same MACs (:meth:`macs`), fewer ops and passes. ``G`` only rescales the
-        input columns of ``W_f W_p`` per sample. Exact up to rounding, like the BatchNorm folds of
-        :func:`swiftlib.models.fuse_for_inference` (which calls this). Official and timm checkpoints
-        load into the module before, not after. Idempotent.
+        so ``merged_weight`` (``[W_f | W_f W_p]``, ``[D, 2D]``, out x in like a Linear's) and
+        ``merged_bias`` replace both layers, and each forward runs one ``[N, 2D] @ [2D, D]`` product
+        instead of two ``[N, D] @ [D, D]`` ones with elementwise passes between them: the same MACs
+        (:meth:`macs`), fewer ops and passes. ``G`` only rescales the input columns of ``W_f W_p`` per
+        sample (or the keys, for maps with fewer tokens than channels). Exact up to rounding, like the
+        BatchNorm folds of :func:`swiftlib.models.fuse_for_inference` (which calls this). Official and
+        timm checkpoints load into the module before, not after. Idempotent.
         """
         if self.reparameterized:
             return self
         a, m, c = self.output_weights()
-        self.merged_q_weight = nn.Parameter(a.t().contiguous())       # [D, D] = W_f
-        self.merged_k_weight = nn.Parameter(m.t().contiguous())       # [D, D] = W_f W_p
+        self.merged_weight = nn.Parameter(torch.cat((a, m)).t().contiguous())  # [D, 2D] = [W_f | W_f W_p]
         self.merged_bias = nn.Parameter(c)                            # [D]
         del self.proj, self.final
         return self
@@ -346,18 +348,31 @@ class EfficientAdditiveAttention(nn.Module):
             g = torch.mm(a, q)                                       # [1, N] @ [N, D] -> [1, D] = a^T Qhat
         else:
             g = torch.bmm(a.view(B, 1, N), q.view(B, N, D))          # [B, 1, N] @ [B, N, D] -> [B, 1, D]
+        # G scales whichever is smaller per sample: the D x D weight (N >= D: the large maps, e.g. stages
+        # 1-2 at 224 px) or the N x D keys (N < D: small maps, where [B, D, D] weights would outweigh the tokens).
+        on_weight = N >= D
         if self.reparameterized:                                     # one product, K = 2D
-            wq, wk, b = self.merged_q_weight, self.merged_k_weight, self.merged_bias  # W_f, W_f W_p, [D]
-            if B == 1:                                               # wk * G scales input column j by G_j
-                w2 = torch.cat((wq, wk * g), dim=1)                  # [D, 2D] = [W_f | W_f W_p diag(G)]
-                out = F.linear(qk2.view(B, N, 2 * D), w2, b)         # [1, N, 2D] -> [1, N, D]
-            else:
-                w2 = torch.cat((wq.expand(B, D, D), wk * g), dim=2)  # [B, D, 2D]
-                out = torch.bmm(qk2.view(B, N, 2 * D), w2.transpose(1, 2)).add_(b)  # [B, N, 2D] -> [B, N, D]
+            w, b = self.merged_weight, self.merged_bias              # [D, 2D] = [W_f | W_f W_p], [D]
+            if on_weight:                                            # G_j scales input column D + j of the weight
+                if B == 1:
+                    w2 = torch.cat((w[:, :D], w[:, D:] * g), dim=1)  # [D, 2D] = [W_f | W_f W_p diag(G)]
+                    out = F.linear(qk2.view(B, N, 2 * D), w2, b)     # [1, N, 2D] -> [1, N, D]
+                else:
+                    w2 = torch.cat((w[:, :D].expand(B, D, D), w[:, D:] * g), dim=2)  # [B, D, 2D]
+                    out = torch.bmm(qk2.view(B, N, 2 * D), w2.transpose(1, 2)).add_(b)  # [B, N, 2D] -> [B, N, D]
+            else:                                                    # [Qhat | G * Khat]: in place in inference
+                scale = torch.cat((g.new_ones(B, 1, D), g.view(B, 1, D)), dim=2)  # [B, 1, 2D] = [1 | G]
+                qk3 = qk2.view(B, N, 2 * D)
+                qk3 = qk3 * scale if grad else qk3.mul_(scale)       # one whole-tensor op (exports without slicing)
+                out = F.linear(qk3, w, b)                            # [B, N, 2D] -> [B, N, D]
         else:
-            w_pg = g.view(-1, D, 1) * self.proj.weight.t()           # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
             k = qk2[:, 1]                                            # [B*N, D] = Khat (a view)
-            y = torch.mm(k, w_pg[0]) if B == 1 else torch.bmm(k.view(B, N, D), w_pg).view(B * N, D)  # Proj(G Khat) - b_p
+            if on_weight:
+                w_pg = g.view(-1, D, 1) * self.proj.weight.t()       # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
+                y = torch.mm(k, w_pg[0]) if B == 1 else torch.bmm(k.view(B, N, D), w_pg).view(B * N, D)  # Proj(G Khat) - b_p
+            else:
+                gk = k * g if B == 1 else (k.view(B, N, D) * g.view(B, 1, D)).view(B * N, D)  # [B*N, D] = G * Khat
+                y = torch.mm(gk, self.proj.weight.t())               # Proj(G Khat) - b_p
             y = y.add_(q).add_(self.proj.bias)                       # + Qhat + b_p, [B*N, D]
             out = torch.addmm(self.final.bias, y, self.final.weight.t()).view(B, N, D)  # final(y)
         return (out, a) if return_attn else out

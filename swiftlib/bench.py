@@ -567,7 +567,8 @@ class AdditiveMatmuls(nn.Module):
     """The matrix products of :class:`~swiftlib.attention.EfficientAdditiveAttention`'s inference form alone.
 
     Same shapes, layouts and BLAS calls as the reparameterized module
-    (:meth:`~swiftlib.attention.EfficientAdditiveAttention.reparameterize`): ``qk`` ``[B*N, D] @ [D, 2D]``
+    (:meth:`~swiftlib.attention.EfficientAdditiveAttention.reparameterize`) on maps with at least as many
+    tokens as channels (``N >= D``, every point of the sweep): ``qk`` ``[B*N, D] @ [D, 2D]``
     with its bias, ``Q w_g``, ``a^T Q`` and ``[Qhat | Khat] @ [W_f^T ; diag(G) W_p^T W_f^T]`` with its
     bias, on fixed operands, with no elementwise work in between. Its latency is a floor for any
     eager implementation of the same products: ``additive_reparameterized / additive_matmuls`` is the

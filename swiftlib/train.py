@@ -1,10 +1,10 @@
 """Training and evaluation of SwiftFormer on image-classification datasets: ``python -m swiftlib.train``.
 
 Everything standard comes from timm / torch, not re-implemented here: AdamW (``create_optimizer_v2``,
-no weight decay on norms and biases), cosine schedule with warmup (``CosineLRScheduler``, per step),
-label smoothing, mixup / cutmix (``Mixup``), EMA (``ModelEmaV3``), adaptive gradient clipping
-(``dispatch_clip_grad(mode="agc")``), AMP (``torch.autocast``, bf16 on GPU), channels_last,
-``torch.compile``, DDP with a DistributedSampler.
+torch's fused kernel, no weight decay on norms and biases), cosine schedule with warmup
+(``CosineLRScheduler``, per step), label smoothing, mixup / cutmix (``Mixup``), EMA (``ModelEmaV3``),
+adaptive gradient clipping (``dispatch_clip_grad(mode="agc")``), AMP (``torch.autocast``, bf16 on GPU),
+channels_last, ``torch.compile``, DDP with a DistributedSampler.
 
 Recipes (:data:`RECIPES`, every field also a command-line flag that overrides the recipe):
 
@@ -485,7 +485,10 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
     teacher = _build_teacher(cfg, num_classes, device)
     total_batch = cfg.batch_size * world
     lr = cfg.lr * total_batch / cfg.lr_batch
-    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, foreach=True)
+    # torch's fused AdamW kernel (CPU and CUDA): one op for all tensors; on 2 CPU cores an XS step's
+    # update takes 2.6 ms against 9.6 ms for the multi-tensor (foreach) one
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay,
+                                    **({"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}))
     scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs * steps_per_epoch, lr_min=cfg.min_lr,
                                   warmup_t=round(cfg.warmup_epochs * steps_per_epoch), warmup_lr_init=cfg.warmup_lr,
                                   t_in_epochs=False)

@@ -114,24 +114,25 @@ def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout):
         torch.testing.assert_close(ours(x), expected)
 
 
-def test_additive_attention_gradients_match_timm_swiftformer():
+@pytest.mark.parametrize("b,n", [(2, 35), (1, 35), (2, 9), (1, 9)])  # G on the weight (N >= D), on the keys
+def test_additive_attention_gradients_match_timm_swiftformer(b, n):
     """Training: with autograd recording, the forward scales a copy of [Q | K], not the tensor the
     norm's backward needs; gradients of input and weights equal timm's."""
     d = 32
     ref = TimmAdditive(in_dims=d, token_dim=d)
     ours = A.EfficientAdditiveAttention(d)
     ours.load_state_dict(ref.state_dict())
-    x = _tokens(2, 35, d)
+    x = _tokens(b, n, d)
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours(x_ours).square().sum().backward()
-    ref(x_ref.transpose(1, 2).reshape(2, d, 35, 1)).square().sum().backward()
+    ref(x_ref.transpose(1, 2).reshape(b, d, n, 1)).square().sum().backward()
     torch.testing.assert_close(x_ours.grad, x_ref.grad)
     torch.testing.assert_close(ours.qk.weight.grad, torch.cat([ref.to_query.weight.grad, ref.to_key.weight.grad]))
     for name in ("w_g", "proj.weight", "proj.bias", "final.weight", "final.bias"):
         torch.testing.assert_close(ours.get_parameter(name).grad, ref.get_parameter(name).grad)
 
 
-@pytest.mark.parametrize("b,n", [(1, 49), (2, 196)])
+@pytest.mark.parametrize("b,n", [(1, 49), (2, 196), (1, 16), (3, 4)])  # G on the weight (N >= D), on the keys
 def test_reparameterize_merges_proj_into_final(b, n):
     """One [2D, D] output weight in place of two [D, D] layers: D fewer parameters, the same scores,
     the same MACs as fvcore counts them (one [N, 2D] @ [2D, D] product in place of two [N, D] @ [D, D])."""
@@ -146,7 +147,7 @@ def test_reparameterize_merges_proj_into_final(b, n):
     torch.testing.assert_close(out_r, out)
     torch.testing.assert_close(a_r, a)
     assert not hasattr(m, "proj") and not hasattr(m, "final")
-    assert {k for k in m.state_dict() if not k.startswith(("qk.", "w_g"))} == {"merged_q_weight", "merged_k_weight", "merged_bias"}
+    assert {k for k in m.state_dict() if not k.startswith(("qk.", "w_g"))} == {"merged_weight", "merged_bias"}
     assert sum(p.numel() for p in m.parameters()) == before - d
     fca = FlopCountAnalysis(_ExplicitPath(m), (x,))
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
