@@ -876,38 +876,53 @@ class _SyntheticImages(torch.utils.data.Dataset):
         return self.images[i], self.targets[i]
 
 
-def _plain_loop_img_s(ds, batch: int, model_name: str, seed: int) -> float:
-    """The peer: DataLoader(shuffle) -> forward -> CE on both heads -> backward -> AdamW.step, timed like fit's epoch."""
+def _plain_loop_img_s(ds, batch: int, model_name: str, seed: int, device: str = "cpu") -> float:
+    """The peer: DataLoader(shuffle) -> forward -> CE on both heads -> backward -> AdamW.step, timed like fit's epoch.
+
+    On CPU as timm's train.py runs by default (NCHW, fp32, torch's default AdamW); on CUDA as it runs
+    with ``--amp --channels-last`` (bf16 autocast, NHWC), the settings fit uses there.
+    """
     from swiftlib.models import create_model
 
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
     torch.manual_seed(seed)
-    model = create_model(model_name, num_classes=len(ds.classes)).train()
+    model = create_model(model_name, num_classes=len(ds.classes)).train().to(dev)
+    if gpu:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, pin_memory=gpu)
     seen, t0 = 0, time.perf_counter()
     for x, y in loader:
-        head, head_dist = model(x)
-        loss = 0.5 * (nn.functional.cross_entropy(head, y) + nn.functional.cross_entropy(head_dist, y))
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu):
+            head, head_dist = model(x)
+            loss = 0.5 * (nn.functional.cross_entropy(head, y) + nn.functional.cross_entropy(head_dist, y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        loss.item()  # like fit, which reads every step's loss
         seen += x.shape[0]
     return seen / (time.perf_counter() - t0)
 
 
-def _swiftlib_fit_img_s(ds, batch: int, model_name: str, seed: int, out: str) -> float:
-    """One epoch of :func:`swiftlib.train.fit` (subset recipe, no smoothing) on the same data; its own img/s."""
+def _swiftlib_fit_img_s(ds, batch: int, model_name: str, seed: int, out: str, device: str = "cpu") -> float:
+    """One epoch of :func:`swiftlib.train.fit` (subset recipe, no smoothing, its defaults: NHWC, fused AdamW,
+    bf16 AMP on CUDA) on the same data; its own img/s."""
     from swiftlib.train import fit
 
     res = fit(train_dataset=ds, val_dataset=_SyntheticImages(batch, ds.images.shape[-1]), data="folder",
               model=model_name, recipe="subset", epochs=1, batch_size=batch, smoothing=0.0, img_size=ds.images.shape[-1],
-              out=out, progress=False, seed=seed, device="cpu")
+              out=out, progress=False, seed=seed, device=device)
     return res["history"][-1]["img_per_s"]
 
 
 def train_throughput(sizes: Sequence[int] = (64, 160, 224), batch: int = 16, steps: int = 4, rounds: int = 3,
-                     model_name: str = "swiftformer_xs") -> list[dict[str, Any]]:
-    """img/s of fit's loop and of the plain loop per image size, median of interleaved rounds, and their ratio."""
+                     model_name: str = "swiftformer_xs", device: str = "cpu") -> list[dict[str, Any]]:
+    """img/s of fit's loop and of the plain loop per image size on ``device``, median of interleaved
+    rounds, and their ratio. On CUDA both loops train in bf16 AMP and NHWC."""
     import tempfile as _tf
 
     rows = []
@@ -916,15 +931,16 @@ def train_throughput(sizes: Sequence[int] = (64, 160, 224), batch: int = 16, ste
         ours, plain = [], []
         with _tf.TemporaryDirectory() as tmp:
             for r in range(rounds):  # alternate the order so drift on a shared machine hits both alike
-                pair = [lambda: ours.append(_swiftlib_fit_img_s(ds, batch, model_name, r, tmp)),
-                        lambda: plain.append(_plain_loop_img_s(ds, batch, model_name, r))]
+                pair = [lambda: ours.append(_swiftlib_fit_img_s(ds, batch, model_name, r, tmp, device)),
+                        lambda: plain.append(_plain_loop_img_s(ds, batch, model_name, r, device))]
                 for fn in (pair if r % 2 == 0 else pair[::-1]):
                     fn()
         o, p = statistics.median(ours), statistics.median(plain)
-        rows.append({"img_size": size, "batch": batch, "steps_per_round": steps, "rounds": rounds,
+        rows.append({"img_size": size, "batch": batch, "steps_per_round": steps, "rounds": rounds, "device": device,
+                     "amp": "bf16" if torch.device(device).type == "cuda" else None,
                      "swiftlib_img_s": round(o, 2), "plain_loop_img_s": round(p, 2), "ratio": round(o / p, 3),
                      "swiftlib_rounds": [round(v, 2) for v in ours], "plain_rounds": [round(v, 2) for v in plain]})
-        print(f"train {model_name} {size}px: swiftlib {o:.1f} img/s, plain loop {p:.1f} img/s, "
+        print(f"train {model_name} {size}px on {device}: swiftlib {o:.1f} img/s, plain loop {p:.1f} img/s, "
               f"ratio {o / p:.2f}", file=sys.stderr)
     return rows
 
@@ -1031,10 +1047,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", help="training img/s of swiftlib.train vs a plain loop; data loading JPEG vs uint8 cache",
          arguments=_train_args)
 def _train_run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.device != "cpu":
-        raise SystemExit("bench train compares CPU loops; on GPU use python -m swiftlib.train (AMP, channels_last)")
-    rows = [] if args.skip_train else train_throughput(args.sizes, args.batch, args.steps, args.rounds, args.model)
-    out = {"model": args.model, "train": rows,
+    rows = [] if args.skip_train else train_throughput(args.sizes, args.batch, args.steps, args.rounds, args.model,
+                                                       args.device)
+    out = {"model": args.model, "device": args.device, "train": rows,
            "goals": {"train_ratio_min": 1.0, "data_ratio_min": 5.0},
            "threads": torch.get_num_threads()}
     if not args.skip_data:

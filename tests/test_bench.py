@@ -2,6 +2,7 @@
 the `attention` CLI, and notebook 02's plots (headless). No test asserts a speed."""
 import json
 import os
+import statistics
 import time
 
 import matplotlib
@@ -383,3 +384,29 @@ def test_data_loading_benchmark_times_three_loaders_of_the_same_batches(tmp_path
     assert d["ratio"] == pytest.approx(d["cache_img_s"] / d["jpeg_img_s"], rel=0.01)
     assert d["ratio_batch"] == pytest.approx(d["cache_batch_img_s"] / d["jpeg_img_s"], rel=0.01)
     assert set(d["rounds_img_s"]) == {"jpeg", "cache", "cache_batch"}
+
+
+def test_training_loop_benchmark_runs_both_loops_interleaved(tmp_path, monkeypatch):
+    """Both loops run every round on the same synthetic batches (fit's loop first in even rounds),
+    and the row's ratio is the ratio of the medians."""
+    calls = []
+    real_fit, real_plain = bench._swiftlib_fit_img_s, bench._plain_loop_img_s
+    monkeypatch.setattr(bench, "_swiftlib_fit_img_s", lambda *a: calls.append("fit") or real_fit(*a))
+    monkeypatch.setattr(bench, "_plain_loop_img_s", lambda *a: calls.append("plain") or real_plain(*a))
+    payload = bench.main(["train", "--skip-data", "--sizes", "32", "--batch", "4", "--steps", "2", "--rounds", "2",
+                          "--threads", "1", "--json", str(tmp_path / "train.json")])
+    assert calls == ["fit", "plain", "plain", "fit"]
+    (row,) = payload["train"]
+    assert (row["img_size"], row["batch"], row["device"], row["amp"]) == (32, 4, "cpu", None)
+    assert len(row["swiftlib_rounds"]) == len(row["plain_rounds"]) == 2 and min(row["plain_rounds"]) > 0
+    assert row["ratio"] == pytest.approx(statistics.median(row["swiftlib_rounds"])
+                                         / statistics.median(row["plain_rounds"]), rel=0.01)
+    assert payload["device"] == "cpu" and "data" not in payload
+
+
+def test_training_loop_benchmark_names_a_missing_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit):
+        bench.main(["train", "--skip-data", "--device", "cuda"])
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err
