@@ -73,7 +73,7 @@ __all__ = [
     "build_dataset", "build_transform", "cache_root", "read_class_list", "imagenet_class_index",
     "imagenet_class_name", "select_classes", "cap_per_class", "download_archive", "verify_checksum",
     "extract_archive", "load_fashion_mnist", "cached_uint8", "write_image_folder", "dataset_or_fallback",
-    "rng_state", "set_rng_state", "seeded",
+    "rng_state", "set_rng_state", "seed_everything", "seeded",
 ]
 
 DATASETS = ("imagenette", "imagewoof", "imagenet", "tiny-imagenet", "folder", "fashion-mnist")
@@ -574,15 +574,20 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (torch's on every device) with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def seeded(seed: int):
     """Python's, NumPy's and torch's CPU generators seeded with ``seed`` for the block; the states they
     had before are restored after it, so the caller's random stream is untouched."""
     saved = rng_state()
     try:
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        seed_everything(seed)
         yield
     finally:
         set_rng_state(saved)

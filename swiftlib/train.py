@@ -36,7 +36,6 @@ import io
 import json
 import math
 import os
-import random
 import signal
 import sys
 import time
@@ -45,7 +44,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -54,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from swiftlib.io import atomic_torch_save, atomic_write_text
 from swiftlib.data import (DATASETS, ArrayDataset, BatchRandomResizedCrop, SeededTransformDataset, build_dataset,
-                           build_transform, rng_state, set_rng_state)
+                           build_transform, rng_state, seed_everything, set_rng_state)
 
 __all__ = ["TrainConfig", "RECIPES", "resolve_config", "fit", "evaluate", "evaluate_checkpoint",
            "ResumableSampler", "main"]
@@ -530,9 +528,7 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
         best_top1, history, accum = state["best_top1"], state["history"], state["accum"]
         set_rng_state(state["rng"][rank], device)
     else:
-        random.seed(cfg.seed + rank)
-        np.random.seed(cfg.seed + rank)
-        torch.manual_seed(cfg.seed + rank)
+        seed_everything(cfg.seed + rank)
 
     train_model = model
     if world > 1 and cfg.sync_bn:
