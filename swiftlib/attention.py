@@ -85,6 +85,7 @@ def _l2_normalize(x: torch.Tensor, dim: int, eps: float = _EPS) -> torch.Tensor:
     return x * x.square().sum(dim, keepdim=True).clamp_min(eps * eps).rsqrt()
 
 
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention, SwiftFormer Fig. 2a (Vaswani et al.).
 
@@ -245,7 +246,8 @@ class EfficientAdditiveAttention(nn.Module):
     per token and half (a copy when autograd needs the original). Where a sample has at least as
     many tokens as channels (``N >= D``), ``G`` acts on the ``D x D`` weight, not on the ``N x D``
     keys: ``Proj(G * K) = K (diag(G) W_p^T) + b_p``; on smaller maps (the last stage at 224 px,
-    every stage at 32 px) it scales the keys, the smaller of the two. The ``1 / sqrt(D)``
+    every stage at 32 px) it scales the keys, the smaller of the two. The ``Proj`` product
+    accumulates onto ``Q`` (in inference in place, in ``Q``'s columns of ``[Q | K]``). The ``1 / sqrt(D)``
     of ``alpha`` cancels in ``a = alpha / ||alpha||`` and is not applied (``scale`` stays as an
     attribute for readers of the equations). Matrix products: ``qk`` 2ND^2, ``Q w_g`` ND,
     ``a^T Q`` ND, ``Proj`` ND^2, ``final`` ND^2 -- exactly :meth:`macs`.
@@ -253,8 +255,8 @@ class EfficientAdditiveAttention(nn.Module):
     For inference, :meth:`reparameterize` merges ``Proj`` into ``final`` (one ``[N, 2D] @ [2D, D]``
     product, the same MACs, fewer ops); :func:`swiftlib.models.fuse_for_inference` does it for a
     whole SwiftFormer. :meth:`activation_memory` counts the official algorithm's intermediates
-    (7ND + 2N + D elements); in inference this forward creates 3ND + 3N + D^2 + D + 1
-    (reparameterized: 2ND + 3N + 3D^2 + D + 1) for ``N >= D``, and 4ND + 3N + D + 1
+    (7ND + 2N + D elements); in inference this forward creates 2ND + 3N + D^2 + D + 1
+    (reparameterized: 2ND + 3N + 3D^2 + D + 1) for ``N >= D``, and 2ND + 3N + D + 1
     (reparameterized: 2ND + 3N + 4D + 1) for ``N < D``, output excluded.
     """
 
@@ -331,15 +333,13 @@ class EfficientAdditiveAttention(nn.Module):
         _check_tokens(x, self.dim, type(self).__name__)
         B, N, D = x.shape
         qk = F.linear(x, self.qk.weight, self.qk.bias)              # [B, N, D] -> [B, N, 2D] = [Q | K]
+        # Where autograd records (training), the tensors a backward needs stay untouched; in
+        # inference the steps below work in place wherever they can.
+        grad = qk.requires_grad
         qk2 = qk.view(B * N, 2, D)                                   # [B*N, 2, D]: q, k of a token (a view)
         norm = torch.linalg.vector_norm(qk2, dim=-1, keepdim=True)   # [B*N, 2, 1]
-        # Scaled by 1/||.|| (a division is several times slower). Where autograd records (training),
-        # the tensors the norms' backward needs stay untouched; in inference all of it is in place.
-        grad = qk.requires_grad
-        if grad:
-            qk2 = qk2 * norm.clamp_min(_EPS).reciprocal()
-        else:
-            qk2.mul_(norm.clamp_min_(_EPS).reciprocal_())
+        # Scaled by 1/||.|| (a division is several times slower): [B*N, 2, D] = [Qhat | Khat].
+        qk2 = qk2 * norm.clamp_min(_EPS).reciprocal() if grad else qk2.mul_(norm.clamp_min_(_EPS).reciprocal_())
         q = qk2[:, 0]                                                # [B*N, D] = Qhat (a view)
         alpha = torch.mm(q, self.w_g).view(B, N)                     # [B*N, D] @ [D, 1] -> [B, N] = Qhat w_g
         s = torch.linalg.vector_norm(alpha, dim=1, keepdim=True)     # [B, 1]
@@ -366,15 +366,32 @@ class EfficientAdditiveAttention(nn.Module):
                 qk3 = qk3 * scale if grad else qk3.mul_(scale)       # one whole-tensor op (exports without slicing)
                 out = F.linear(qk3, w, b)                            # [B, N, 2D] -> [B, N, D]
         else:
+            # In eager inference the steps below write into [Q | K] (Qhat is not needed once G is known);
+            # where autograd records, or a tracer (fvcore, the exporters) follows, they are out of place.
+            inplace = not (grad or torch.jit.is_tracing())
             k = qk2[:, 1]                                            # [B*N, D] = Khat (a view)
-            if on_weight:
-                w_pg = g.view(-1, D, 1) * self.proj.weight.t()       # [B, D, 1] * [D, D] -> [B, D, D] = diag(G) W_p^T
-                y = torch.mm(k, w_pg[0]) if B == 1 else torch.bmm(k.view(B, N, D), w_pg).view(B * N, D)  # Proj(G Khat) - b_p
+            w_p = self.proj.weight.t()                               # [D, D] = W_p^T (input x output)
+            if on_weight:                                            # diag(G) W_p^T: G scales the input rows
+                w_p = (g.view(D, 1) if B == 1 else g.view(B, D, 1)) * w_p  # [D, D] (B = 1) or [B, D, D]
+            elif B == 1:                                             # G * Khat, [N, D] * [1, D]
+                k = k.mul_(g) if inplace else k * g
+            else:                                                    # G * Khat, [B, N, D] * [B, 1, D]
+                kb, gb = k.view(B, N, D), g.view(B, 1, D)
+                k = (kb.mul_(gb) if inplace else kb * gb).view(B * N, D)
+            # y = Proj(G * Khat) + Qhat + b_p: the product accumulates onto Qhat (beta = 1), in place in
+            # Qhat's columns through out= (which torch's FLOP counter knows, unlike addmm_).
+            if not inplace:
+                y = torch.addmm(q, k, w_p) if w_p.dim() == 2 else \
+                    torch.bmm(k.view(B, N, D), w_p).view(B * N, D).add_(q)  # [B, N, D] @ [B, D, D] + Qhat
+                y = y.add_(self.proj.bias)                           # + b_p, [B*N, D]
             else:
-                gk = k * g if B == 1 else (k.view(B, N, D) * g.view(B, 1, D)).view(B * N, D)  # [B*N, D] = G * Khat
-                y = torch.mm(gk, self.proj.weight.t())               # Proj(G Khat) - b_p
-            y = y.add_(q).add_(self.proj.bias)                       # + Qhat + b_p, [B*N, D]
-            out = torch.addmm(self.final.bias, y, self.final.weight.t()).view(B, N, D)  # final(y)
+                y = q.add_(self.proj.bias)                           # Qhat + b_p, [B*N, D] (a view)
+                if w_p.dim() == 2:                                   # += Khat diag(G) W_p^T (or (G * Khat) W_p^T)
+                    torch.addmm(y, k, w_p, out=y)
+                else:
+                    y3 = y.view(B, N, D)
+                    torch.baddbmm(y3, k.view(B, N, D), w_p, out=y3)  # [B, N, D] @ [B, D, D]
+            out = F.linear(y, self.final.weight, self.final.bias).view(B, N, D)  # final(y), [B*N, D] -> [B, N, D]
         return (out, a) if return_attn else out
 
     @staticmethod
