@@ -4,7 +4,8 @@ Core API (every subcommand builds on it):
 
 * :func:`time_module` -- latency of ``fn(*inputs)`` with ``torch.utils.benchmark`` (warm-up, then
   median / IQR over timed blocks), threads recorded; :func:`time_interleaved` times several
-  callables in alternating rounds so that a shared, noisy machine slows all of them alike.
+  callables in alternating rounds so that a shared, noisy machine slows all of them alike, and
+  :func:`paired_ratio` takes the ratio of two of them round by round.
 * :func:`peak_memory` -- peak bytes of one forward. CUDA: ``torch.cuda.max_memory_allocated``
   above the memory in use before the call. CPU: a ``TorchDispatchMode`` that tracks the storages
   the ops of the call create (see :class:`LiveTensorMemory` for exactly what it counts).
@@ -50,6 +51,7 @@ __all__ = [
     "resolve_device",
     "time_module",
     "time_interleaved",
+    "paired_ratio",
     "peak_memory",
     "LiveTensorMemory",
     "fit_exponent",
@@ -237,7 +239,9 @@ def time_interleaved(fns: dict[str, Callable], *inputs: Any, device: str | torch
 
     ``clock``: ``"wall"`` or ``"cpu"`` as in :func:`time_module`.
 
-    Returns ``{name: {"median_ms", "iqr_ms", "runs", "min_ms", "max_ms", "threads", "device", "clock"}}``.
+    Returns ``{name: {"median_ms", "iqr_ms", "runs", "min_ms", "max_ms", "round_medians_ms", "threads",
+    "device", "clock"}}``; ``round_medians_ms`` holds the median of each round, for ratios of two callables
+    taken round by round (:func:`paired_ratio`).
     """
     if not fns:
         raise ValueError("time_interleaved needs at least one callable")
@@ -253,6 +257,7 @@ def time_interleaved(fns: dict[str, Callable], *inputs: Any, device: str | torch
     timers = {k: tbench.Timer(stmt="fn(*inputs)", globals={"fn": _as_callable(f), "inputs": inputs},
                               num_threads=threads, timer=clk) for k, f in fns.items()}
     times: dict[str, list[float]] = {k: [] for k in fns}
+    round_medians: dict[str, list[float]] = {k: [] for k in fns}
     single_calls: dict[str, int] = {}  # name -> rounds in which it is timed as one call
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -270,13 +275,30 @@ def time_interleaved(fns: dict[str, Callable], *inputs: Any, device: str | torch
                 order = list(timers) if r % 2 == 0 else list(reversed(timers))
                 for k in order:
                     if k in single_calls:
-                        if r < single_calls[k]:
-                            times[k].append(_time_one_call(fns[k], inputs, dev, clk))
+                        if r >= single_calls[k]:
+                            continue
+                        block = [_time_one_call(fns[k], inputs, dev, clk)]
                     else:
-                        times[k] += timers[k].blocked_autorange(min_run_time=min_run_time / rounds).times
+                        block = timers[k].blocked_autorange(min_run_time=min_run_time / rounds).times
+                    times[k] += block
+                    round_medians[k].append(1e3 * statistics.median(block))
     finally:
         torch.set_num_threads(prev)
-    return {k: {**_stats(v), "threads": threads, "device": str(dev), "clock": clock} for k, v in times.items()}
+    return {k: {**_stats(v), "round_medians_ms": round_medians[k], "threads": threads, "device": str(dev),
+                "clock": clock} for k, v in times.items()}
+
+
+def paired_ratio(a_rounds: Sequence[float], b_rounds: Sequence[float]) -> float:
+    """Median over rounds of ``a_r / b_r``, for two callables timed in the same rounds of
+    :func:`time_interleaved` (``round_medians_ms``; rounds only one of them has are left out).
+
+    Load on a shared machine that changes between rounds moves both times of a round together, so
+    the ratio round by round is steadier than the ratio of the pooled medians.
+    """
+    pairs = [x / y for x, y in zip(a_rounds, b_rounds) if y > 0]
+    if not pairs:
+        raise ValueError("paired_ratio needs at least one round timed for both callables")
+    return statistics.median(pairs)
 
 
 # =================================================================== memory
@@ -702,6 +724,18 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
             **summarize_sweep(points)}
 
 
+_SWEEP_RATIOS = (("additive", "timm_additive"), ("additive_reparameterized", "timm_additive"), ("additive", "self"),
+                 ("additive_matmuls", "timm_additive"), ("additive_matmuls", "additive_reparameterized"))
+
+
+def _ratios(points: Sequence[dict[str, Any]], ratio: Callable[[Any, Any], float], key: str) -> dict[str, dict]:
+    by: dict[str, dict[int, Any]] = {}
+    for p in points:
+        by.setdefault(p["variant"], {})[p["n"]] = p[key]
+    return {f"{a}_over_{b}": {str(n): round(ratio(by[a][n], by[b][n]), 4) for n in sorted(by[a]) if n in by[b]}
+            for a, b in _SWEEP_RATIOS if a in by and b in by}
+
+
 def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: int) -> tuple[dict, dict]:
     by: dict[str, dict[int, float]] = {}
     for p in points:
@@ -710,12 +744,7 @@ def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: 
     for v, series in by.items():
         ns = [n for n in sorted(series) if n >= fit_from]
         exponents[v] = round(fit_exponent(ns, [series[n] for n in ns]), 3) if len(ns) >= 2 else None
-    ratios: dict[str, dict[str, float]] = {}
-    for a, b in (("additive", "timm_additive"), ("additive_reparameterized", "timm_additive"), ("additive", "self"),
-                 ("additive_matmuls", "timm_additive"), ("additive_matmuls", "additive_reparameterized")):
-        if a in by and b in by:
-            ratios[f"{a}_over_{b}"] = {str(n): round(by[a][n] / by[b][n], 4) for n in sorted(by[a]) if n in by[b]}
-    return exponents, ratios
+    return exponents, _ratios(points, lambda a, b: a / b, key)
 
 
 def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
@@ -741,7 +770,8 @@ def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
 def summarize_sweep(points: Sequence[dict[str, Any]], fit_from: int = 196) -> dict[str, Any]:
     """Fitted latency exponents (log-log slope over ``n >= fit_from``), ratios against the peers and
     the performance targets, from the medians; the same from the fastest run of each point
-    (``*_min``), which on a shared machine is the least disturbed estimate of a kernel's cost."""
+    (``*_min``), which on a shared machine is the least disturbed estimate of a kernel's cost; and
+    the ratios and ratio targets taken round by round (``*_paired``, :func:`paired_ratio`)."""
     exponents, ratios = _exponents_and_ratios(points, "median_ms", fit_from)
     out: dict[str, Any] = {"exponents": exponents, "exponent_fit_from_n": fit_from, "ratios": ratios,
                            "targets": _targets(exponents, ratios)}
@@ -749,6 +779,9 @@ def summarize_sweep(points: Sequence[dict[str, Any]], fit_from: int = 196) -> di
         exponents_min, ratios_min = _exponents_and_ratios(points, "min_ms", fit_from)
         out.update({"exponents_min": exponents_min, "ratios_min": ratios_min,
                     "targets_min": _targets(exponents_min, ratios_min)})
+    if all(p.get("round_medians_ms") for p in points):
+        ratios_paired = _ratios(points, paired_ratio, "round_medians_ms")
+        out.update({"ratios_paired": ratios_paired, "targets_paired": _targets({}, ratios_paired)})
     return out
 
 
@@ -793,8 +826,9 @@ def _attention_run(args: argparse.Namespace) -> dict[str, Any]:
     for k, r in result["ratios"].items():
         print(f"{k}:", r)
     for k, t in result["targets"].items():
-        tm = result.get("targets_min", {}).get(k)
+        tm, tp = result.get("targets_min", {}).get(k), result.get("targets_paired", {}).get(k)
         extra = f"; from the fastest runs {tm['measured']}" if tm else ""
+        extra += f"; round by round {tp['measured']}" if tp else ""
         if "reparameterized" in t:
             extra += (f"; reparameterized for inference {t['reparameterized']}: "
                       f"{'met' if t['met_reparameterized'] else 'NOT met'}")

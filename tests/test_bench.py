@@ -73,8 +73,25 @@ def test_time_interleaved_times_slow_callables_as_single_calls():
     assert calls["slow"] == 1 + 4  # warm-up + one call per timed round
     assert r["slow"]["min_ms"] >= 40  # sleep(0.04) never returns early
     assert r["fast"]["runs"] >= 4
+    assert len(r["slow"]["round_medians_ms"]) == len(r["fast"]["round_medians_ms"]) == 4
+    assert min(r["slow"]["round_medians_ms"]) >= 40 > max(r["fast"]["round_medians_ms"])
     with pytest.raises(ValueError, match="at least one"):
         bench.time_interleaved({})
+
+
+def test_paired_ratio_follows_load_that_changes_between_rounds():
+    """a takes half of b's time in every round while the machine slows down 10x after round 1: both
+    ratios are 0.5. When load also hits b alone in one round, the round-by-round ratio stays 0.5
+    and the ratio of the pooled medians drops to 1 / 20."""
+    a, b = [1.0, 10.0, 10.0], [2.0, 20.0, 20.0]
+    assert bench.paired_ratio(a, b) == 0.5
+    assert statistics.median(a) / statistics.median(b) == 0.5
+    a, b = [1.0, 1.0, 10.0], [2.0, 20.0, 20.0]         # one round of b disturbed: the median pair wins
+    assert bench.paired_ratio(a, b) == 0.5
+    assert statistics.median(a) / statistics.median(b) == 0.05
+    assert bench.paired_ratio([3.0, 4.0], [1.0]) == 3.0  # rounds only one of them has are left out
+    with pytest.raises(ValueError, match="at least one round"):
+        bench.paired_ratio([], [1.0])
 
 
 # --------------------------------------------------------------------------- memory accounting, by hand
@@ -292,6 +309,12 @@ def test_attention_cli_writes_json(tmp_path, capsys):
     assert set(saved["ratios"]) == {"additive_over_timm_additive", "additive_reparameterized_over_timm_additive",
                                     "additive_over_self", "additive_matmuls_over_timm_additive",
                                     "additive_matmuls_over_additive_reparameterized"}
+    assert set(saved["ratios_paired"]) == set(saved["ratios"])
+    for p in saved["points"]:  # the paired ratios come from the rounds of the same points
+        assert len(p["round_medians_ms"]) == 2 and min(p["round_medians_ms"]) >= p["min_ms"]
+    by = {(p["variant"], p["n"]): p["round_medians_ms"] for p in saved["points"]}
+    assert saved["ratios_paired"]["additive_over_timm_additive"]["64"] == round(
+        statistics.median([a / b for a, b in zip(by["additive", 64], by["timm_additive", 64])]), 4)
     assert max(saved["reparameterized_max_abs_diff"].values()) < 1e-5
     assert saved["machine"]["malloc"] == "default"
     assert not any("additive_matmuls" in (c["a"], c["b"]) for c in saved["crossovers"])
