@@ -85,7 +85,6 @@ def _l2_normalize(x: torch.Tensor, dim: int, eps: float = _EPS) -> torch.Tensor:
     return x * x.square().sum(dim, keepdim=True).clamp_min(eps * eps).rsqrt()
 
 
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention, SwiftFormer Fig. 2a (Vaswani et al.).
 
@@ -367,8 +366,9 @@ class EfficientAdditiveAttention(nn.Module):
                 out = F.linear(qk3, w, b)                            # [B, N, 2D] -> [B, N, D]
         else:
             # In eager inference the steps below write into [Q | K] (Qhat is not needed once G is known);
-            # where autograd records, or a tracer (fvcore, the exporters) follows, they are out of place.
-            inplace = not (grad or torch.jit.is_tracing())
+            # where autograd records, or a tracer (fvcore, the exporters) or torch.compile follows, they
+            # are out of place (compiled, the batched out= product into a view of [Q | K] goes wrong).
+            inplace = not (grad or torch.jit.is_tracing() or torch.compiler.is_compiling())
             k = qk2[:, 1]                                            # [B*N, D] = Khat (a view)
             w_p = self.proj.weight.t()                               # [D, D] = W_p^T (input x output)
             if on_weight:                                            # diag(G) W_p^T: G scales the input rows
