@@ -728,23 +728,27 @@ _SWEEP_RATIOS = (("additive", "timm_additive"), ("additive_reparameterized", "ti
                  ("additive_matmuls", "timm_additive"), ("additive_matmuls", "additive_reparameterized"))
 
 
-def _ratios(points: Sequence[dict[str, Any]], ratio: Callable[[Any, Any], float], key: str) -> dict[str, dict]:
+def _by_variant(points: Sequence[dict[str, Any]], key: str) -> dict[str, dict[int, Any]]:
+    """``{variant: {n: point[key]}}`` over the points that have ``key``."""
     by: dict[str, dict[int, Any]] = {}
     for p in points:
-        by.setdefault(p["variant"], {})[p["n"]] = p[key]
+        if key in p:
+            by.setdefault(p["variant"], {})[p["n"]] = p[key]
+    return by
+
+
+def _ratios(by: dict[str, dict[int, Any]], ratio: Callable[[Any, Any], float]) -> dict[str, dict[str, float]]:
     return {f"{a}_over_{b}": {str(n): round(ratio(by[a][n], by[b][n]), 4) for n in sorted(by[a]) if n in by[b]}
             for a, b in _SWEEP_RATIOS if a in by and b in by}
 
 
 def _exponents_and_ratios(points: Sequence[dict[str, Any]], key: str, fit_from: int) -> tuple[dict, dict]:
-    by: dict[str, dict[int, float]] = {}
-    for p in points:
-        by.setdefault(p["variant"], {})[p["n"]] = p[key]
+    by = _by_variant(points, key)
     exponents = {}
     for v, series in by.items():
         ns = [n for n in sorted(series) if n >= fit_from]
         exponents[v] = round(fit_exponent(ns, [series[n] for n in ns]), 3) if len(ns) >= 2 else None
-    return exponents, _ratios(points, lambda a, b: a / b, key)
+    return exponents, _ratios(by, lambda a, b: a / b)
 
 
 def _targets(exponents: dict, ratios: dict) -> dict[str, dict[str, Any]]:
@@ -780,7 +784,7 @@ def summarize_sweep(points: Sequence[dict[str, Any]], fit_from: int = 196) -> di
         out.update({"exponents_min": exponents_min, "ratios_min": ratios_min,
                     "targets_min": _targets(exponents_min, ratios_min)})
     if all(p.get("round_medians_ms") for p in points):
-        ratios_paired = _ratios(points, paired_ratio, "round_medians_ms")
+        ratios_paired = _ratios(_by_variant(points, "round_medians_ms"), paired_ratio)
         out.update({"ratios_paired": ratios_paired, "targets_paired": _targets({}, ratios_paired)})
     return out
 
@@ -863,11 +867,7 @@ def find_crossovers(ns: Sequence[float], a: Sequence[float], b: Sequence[float])
 
 def sweep_series(points: Sequence[dict[str, Any]], key: str = "median_ms") -> dict[str, tuple[list[int], list[float]]]:
     """``{variant: (ns, values)}`` from a sweep's points, ``ns`` increasing."""
-    series: dict[str, dict[int, float]] = {}
-    for p in points:
-        if key in p:
-            series.setdefault(p["variant"], {})[p["n"]] = p[key]
-    return {v: (sorted(s), [s[n] for n in sorted(s)]) for v, s in series.items()}
+    return {v: (sorted(s), [s[n] for n in sorted(s)]) for v, s in _by_variant(points, key).items()}
 
 
 def sweep_crossovers(points: Sequence[dict[str, Any]], key: str = "median_ms",
