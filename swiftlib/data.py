@@ -71,7 +71,7 @@ __all__ = [
     "DATASETS", "ARCHIVES", "IMAGENET_MEAN", "IMAGENET_STD", "FASHION_MNIST_CLASSES",
     "DataReport", "ImageListDataset", "ArrayDataset", "SeededTransformDataset", "BatchRandomResizedCrop",
     "build_dataset", "build_transform", "cache_root", "read_class_list", "imagenet_class_index",
-    "imagenet_class_name", "select_classes", "cap_per_class", "download_archive", "verify_checksum",
+    "imagenet_class_name", "imagenet_class_labels", "select_classes", "cap_per_class", "download_archive", "verify_checksum",
     "extract_archive", "load_fashion_mnist", "cached_uint8", "write_image_folder", "dataset_or_fallback",
     "rng_state", "set_rng_state", "seed_everything", "seeded",
 ]
@@ -157,6 +157,18 @@ def imagenet_class_name(wnid: str) -> str:
     """Short human name of an ImageNet WNID (``'n01440764' -> 'tench'``); the WNID itself if unknown."""
     info, index = _imagenet_info()
     return info.label_name_to_description(wnid).split(",")[0] if wnid in index else wnid
+
+
+def imagenet_class_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in label order, short form ("tench", "goldfish" ...), each unique.
+
+    The two short names that repeat ("crane" the bird and the machine, "maillot" twice) get their WNID
+    appended, e.g. ``"crane (n02012849)"`` (Core ML classifier labels must be unique).
+    """
+    info = _imagenet_info()[0]
+    short = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
+    counts = {s: short.count(s) for s in set(short)}
+    return [f"{s} ({info.index_to_label_name(i)})" if counts[s] > 1 else s for i, s in enumerate(short)]
 
 
 def select_classes(available: Sequence[str], *, classes=None, num_classes: int | None = None,

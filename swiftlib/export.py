@@ -62,10 +62,12 @@ from torch import nn
 
 import swiftlib
 from swiftlib.attention import VARIANTS, EfficientAdditiveAttention, attention_macs, build_attention
-from swiftlib.io import atomic_write_bytes, atomic_write_text
+from swiftlib.data import imagenet_class_labels
+from swiftlib.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from swiftlib.measure import machine_info, time_interleaved
 from swiftlib.models import MIN_INPUT_SIZE, SwiftFormer, create_model, fuse_for_inference, resolve_name
 from swiftlib.models import stage_shapes as _model_stage_shapes
-from swiftlib.models.swiftformer import SwiftFormerEncoder
+from swiftlib.models.export_friendly import MapAdditiveAttention, MapSwiftFormerEncoder, export_friendly
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -95,6 +97,7 @@ __all__ = [
     "to_onnx",
     "check_onnx",
     "onnx_latency",
+    "ort_session",
     "load_device_timings",
     "paper_latency",
     "DEVICE_TIMING_COLUMNS",
@@ -138,101 +141,6 @@ NE_LINT: dict[str, tuple[str, str]] = {
 }
 _FP32_LINT = ("off_ne", "the Neural Engine computes in fp16 only; an ML program with fp32 compute runs on the GPU "
                         "or CPU (export with precision='fp16')")
-
-
-# ============================================================================ export-friendly modules
-def _unit(x: torch.Tensor, dim, eps: float = 1e-12) -> torch.Tensor:
-    """``F.normalize`` as ``x / max(||x||_2, eps)`` with a broadcasting divide (no expand, so no ``tile``)."""
-    return x / x.norm(p=2, dim=dim, keepdim=True).clamp_min(eps)
-
-
-def _conv1x1(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
-    """A 1x1 conv computing the linear map ``weight`` ``[O, I]`` on every pixel of a ``[B, I, H, W]`` map."""
-    out_ch, in_ch = weight.shape
-    conv = nn.Conv2d(in_ch, out_ch, 1, bias=bias is not None)
-    with torch.no_grad():
-        conv.weight.copy_(weight.reshape(out_ch, in_ch, 1, 1))        # [O, I] -> [O, I, 1, 1]
-        if bias is not None:
-            conv.bias.copy_(bias)
-    return conv.requires_grad_(False)
-
-
-class MapAdditiveAttention(nn.Module):
-    """SwiftFormer's efficient additive attention on a ``[B, C, H, W]`` map, built from the weights of an
-    :class:`swiftlib.attention.EfficientAdditiveAttention` (which works on ``[B, N, D]`` tokens).
-
-    Same math, channels-first: ``Q = unit_C(W_q x)``, ``K = unit_C(W_k x)`` (unit L2 norm over the
-    channels of each pixel), ``alpha = Q . (w_g / sqrt(D))`` (a 1x1 conv to one channel),
-    ``a = unit_HW(alpha)`` (unit L2 norm over the pixels), ``G = sum_HW a * Q`` (``[B, C, 1, 1]``),
-    ``out = final(Proj(G * K) + Q)``. ``G * K`` broadcasts ``G`` over the pixels; ``final`` and
-    ``Proj`` are merged into one 1x1 conv on ``[G * K ; Q]`` (exact: both are linear).
-
-    Shapes: ``x [B, C, H, W] -> [B, C, H, W]``; equals
-    ``attn(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)``.
-    """
-
-    def __init__(self, attn: EfficientAdditiveAttention):
-        super().__init__()
-        if not isinstance(attn, EfficientAdditiveAttention):
-            raise TypeError(f"MapAdditiveAttention copies an EfficientAdditiveAttention, got {type(attn).__name__}")
-        D = attn.dim
-        w, b = attn.qk.weight.detach(), attn.qk.bias.detach()        # [2D, D], [2D]
-        self.to_query = _conv1x1(w[:D], b[:D])
-        self.to_key = _conv1x1(w[D:], b[D:])
-        self.to_alpha = _conv1x1((attn.w_g.detach() * attn.scale).T, None)  # [D, 1] -> [1, D]
-        # final(Proj(G*K) + Q) = [W_f W_p | W_f] [G*K ; Q] + (W_f b_p + b_f): one conv on 2C channels,
-        # the same 2 C^2 multiply-adds per pixel as the two linear layers, one op instead of three.
-        a, m, c = attn.output_weights()                                # W_f^T, W_p^T W_f^T, W_f b_p + b_f
-        self.out = _conv1x1(torch.cat([m.T, a.T], dim=1), c)           # [C, 2C]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = _unit(self.to_query(x), dim=1)                 # [B, C, H, W], unit over C
-        k = _unit(self.to_key(x), dim=1)
-        a = _unit(self.to_alpha(q), dim=(2, 3))            # [B, 1, H, W], unit over H, W
-        g = (a * q).sum(dim=(2, 3), keepdim=True)          # [B, C, H, W] -> [B, C, 1, 1]
-        return self.out(torch.cat([g * k, q], dim=1))      # G broadcast over H, W; [B, 2C, H, W] -> [B, C, H, W]
-
-
-class MapSwiftFormerEncoder(nn.Module):
-    """A SwiftFormer Encoder whose additive attention runs on the map (:class:`MapAdditiveAttention`).
-
-    Reuses the encoder's local representation, Mlp and layer scales (identities once fused).
-    Shapes: ``[B, C, H, W] -> [B, C, H, W]``, the same function as the encoder it copies.
-    """
-
-    def __init__(self, encoder: nn.Module):
-        super().__init__()
-        self.local_representation = encoder.local_representation
-        self.attn = MapAdditiveAttention(encoder.attn)
-        self.layer_scale_1 = encoder.layer_scale_1
-        self.linear = encoder.linear
-        self.layer_scale_2 = encoder.layer_scale_2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.local_representation(x)
-        x = x + self.layer_scale_1(self.attn(x))
-        return x + self.layer_scale_2(self.linear(x))
-
-
-def export_friendly(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """``model`` with every additive-attention SwiftFormer Encoder on the map path.
-
-    Works on a whole :class:`swiftlib.models.SwiftFormer` or a single encoder; other token mixers
-    (self, transposed, separable) keep their token path. The result computes the same function.
-    By default ``model`` is left untouched and the result is built on one deep copy of it;
-    ``inplace=True`` swaps the encoders inside ``model`` itself (no copy: for a model the caller
-    owns, e.g. a fresh fused copy). A single encoder is wrapped, not swapped: with ``inplace=True``
-    the returned :class:`MapSwiftFormerEncoder` shares the encoder's layers.
-    """
-    training = model.training
-    m = model if inplace else _deepcopy(model)
-    if isinstance(m, SwiftFormerEncoder):
-        return MapSwiftFormerEncoder(m).eval() if m.attention == "additive" else m
-    for parent in list(m.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, SwiftFormerEncoder) and child.attention == "additive":
-                setattr(parent, name, MapSwiftFormerEncoder(child))
-    return m if training else m.eval()
 
 
 # ============================================================================ inputs and checks
@@ -304,20 +212,6 @@ def resolve_model(model_or_name, num_classes: int = 1000, checkpoint=None, atten
         model = export_friendly(fuse_for_inference(model, inplace=owned), inplace=True)  # at most one copy
         info["fused"] = True
     return model.eval(), info
-
-
-def imagenet_class_labels() -> list[str]:
-    """The 1000 ImageNet-1k class names (timm's ``ImageNetInfo``), short form ("tench", "goldfish" ...).
-
-    Core ML classifier labels must be unique: the two short names that repeat ("crane" the bird and
-    the machine, "maillot" twice) get their WordNet id appended, e.g. ``"crane (n02012849)"``.
-    """
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    short = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
-    counts = Counter(short)
-    return [f"{s} ({info.index_to_label_name(i)})" if counts[s] > 1 else s for i, s in enumerate(short)]
 
 
 def sample_images(img_size: int = 224, names: Sequence[str] = ("chelsea", "coffee", "astronaut", "rocket")
@@ -934,11 +828,9 @@ def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int
         results_dir = Path(results_dir)
         if not results_dir.is_dir():
             raise FileNotFoundError(f"results directory {str(results_dir)!r} does not exist")
-        from swiftlib.bench import machine_info, write_json
-
         with _quiet_coremltools() as ct:
             versions = {"coremltools": ct.__version__}
-        write_json(results_dir / f"export_inventory_{model}.json", {**result, "machine": machine_info("cpu"),
+        atomic_write_json(results_dir / f"export_inventory_{model}.json", {**result, "machine": machine_info("cpu"),
                                                                     "versions": versions})
         _write_csv(results_dir / f"export_inventory_{model}.csv", rows, ["op", "swiftlib", "timm"])
     return result
@@ -1032,6 +924,29 @@ def time_coreml(mlpackage, compute_units: Sequence[str] = COMPUTE_UNITS, runs: i
 
 
 # ============================================================================ ONNX
+def ort_session(path: str | os.PathLike, threads: int | None = None):
+    """An ONNX Runtime CPU ``InferenceSession`` of the ``.onnx`` file ``path``, set up for timing.
+
+    ``threads``: intra-op threads (one inter-op thread); None keeps ONNX Runtime's default.
+    Idle threads do not spin (they spin by default and would steal the CPU from whatever is timed
+    next); graph optimisations all on (ONNX Runtime's default, stated); warnings off. The one
+    session builder of swiftlib (the model benchmark of :mod:`swiftlib.bench` uses it too).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def to_onnx(model_or_name, path, img_size: int = 224, opset: int = 18, checkpoint=None, num_classes: int = 1000,
             attention: str = "additive") -> Path:
     """Export to ONNX: input ``image`` float ``[1, 3, S, S]`` (ImageNet-normalised), output ``logits``
@@ -1065,8 +980,6 @@ def check_onnx(path, model: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {str(path)!r} does not exist")
-    from swiftlib.bench import ort_session
-
     sess = ort_session(path)
     name = sess.get_inputs()[0].name
     got = torch.cat([torch.from_numpy(sess.run(None, {name: x[None].numpy()})[0]) for x in inputs])
@@ -1088,8 +1001,6 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
     ``results_dir``: if given, writes ``export_onnx_latency.json`` there (with machine info).
     Returns ``{"rows": [{"model", "swiftlib_ms", "timm_ms", "ratio", "max_rel_diff_swiftlib", ...}], ...}``.
     """
-    from swiftlib.bench import machine_info, ort_session, time_interleaved, write_json
-
     models = [resolve_name(m) for m in models]
     img_size = _check_img_size(img_size)
     x = torch.randn(1, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
@@ -1119,7 +1030,7 @@ def onnx_latency(models: Sequence[str] = ("swiftformer_xs",), img_size: int = 22
         results_dir = Path(results_dir)
         if not results_dir.is_dir():
             raise FileNotFoundError(f"results directory {str(results_dir)!r} does not exist")
-        write_json(results_dir / "export_onnx_latency.json", {**result, "machine": machine_info("cpu")})
+        atomic_write_json(results_dir / "export_onnx_latency.json", {**result, "machine": machine_info("cpu")})
     return result
 
 

@@ -1,4 +1,4 @@
-"""Atomic file writes shared by every module that saves something a user must not lose.
+"""Atomic file writes shared by every module that saves something a user must not lose, and CSV reading.
 
 A write goes to a temporary file in the target's folder, is flushed to disk, gets the usual
 permissions (mkstemp creates 0600), and replaces the target with one ``os.replace``: a reader sees
@@ -6,11 +6,13 @@ the old file or the new one, never half of either, and an interrupted write leav
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -51,3 +53,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getbuffer())
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
+    """``rows`` as CSV with a header, written atomically. ``columns``: the header and its order
+    (default: the keys of the first row); keys of a row outside ``columns`` are left out."""
+    columns = list(columns if columns is not None else (rows[0] if rows else []))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings; a FileNotFoundError naming a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file {str(path)!r} does not exist")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

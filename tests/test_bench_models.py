@@ -76,13 +76,13 @@ def test_ort_session_does_not_spin_and_sets_threads(tiny_onnx):
 def test_export_runs_onnx_through_the_bench_session_builder(tiny_onnx, monkeypatch):
     model, path = tiny_onnx
     calls = []
-    real = bench.ort_session
+    real = E.ort_session
 
     def spy(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench, "ort_session", spy)
+    monkeypatch.setattr(E, "ort_session", spy)
     res = E.check_onnx(path, model, torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
     assert calls == [(path,)] and res["max_abs_diff"] < 1e-5
     assert not hasattr(E, "_ort_session")

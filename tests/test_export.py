@@ -17,6 +17,7 @@ from torch import nn
 
 import swiftlib
 import swiftlib.export as E
+import swiftlib.models.export_friendly
 from swiftlib.models import SwiftFormer, create_model, fuse_for_inference, load_checkpoint
 
 VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
@@ -283,6 +284,7 @@ def module_copies(monkeypatch):
 
     monkeypatch.setattr(copy, "deepcopy", counting)  # what swiftlib.models.fuse calls
     monkeypatch.setattr(E, "_deepcopy", counting)
+    monkeypatch.setattr(swiftlib.models.export_friendly, "deepcopy", counting)
     return copied
 
 
