@@ -48,7 +48,7 @@ __all__ = [
 #: per-element cost and what it is counted on ("out": output elements, "in": first input's elements)
 ELEMENTWISE_COST: dict[str, tuple[int, str]] = {
     **{op: (1, "out") for op in (
-        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal",
+        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "reciprocal", "reciprocal_",
         "rsqrt", "sqrt", "exp", "log", "pow", "square", "abs", "clamp", "clamp_", "clamp_min",
         "clamp_min_", "clamp_max", "maximum", "minimum", "where", "relu", "relu_", "gelu", "silu",
         "sigmoid", "tanh", "hardswish", "hardsigmoid", "erf")},

@@ -10,6 +10,9 @@ from collections.abc import Callable
 import matplotlib.pyplot as plt
 import numpy as np
 
+from swiftlib.attention import VARIANTS, attention_macs, attention_memory, variant_heads
+from swiftlib.models import stage_shapes
+
 # ============================================================ notebook 01: attention zoo
 
 #: One colour and label per attention variant, shared by every plot.
@@ -20,8 +23,8 @@ VARIANT_STYLE = {
     "additive": ("tab:blue", "additive (SwiftFormer)  O(ND)"),
 }
 
-#: Token counts of SwiftFormer's four stages at 224 px (56², 28², 14², 7²).
-SWIFTFORMER_STAGE_TOKENS = (3136, 784, 196, 49)
+#: Token counts of SwiftFormer's four stages at 224 px (56², 28², 14², 7²), from the model's stage shapes.
+SWIFTFORMER_STAGE_TOKENS = tuple(row["tokens"] for row in stage_shapes("swiftformer_xs", 224))
 
 
 def _log_token_axes(ax, ylabel: str, stage_tokens, n_lo: float, n_hi: float, label_stages: bool = False):
@@ -48,8 +51,6 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
     SwiftFormer's per-stage token counts are marked, and ``n_mark`` (if given) too.
     Returns the Figure (nothing is shown or saved).
     """
-    from swiftlib.attention import VARIANTS, attention_macs, attention_memory, variant_heads
-
     if d % heads:
         raise ValueError(f"d={d} is not divisible by heads={heads}")
     ns = np.unique(np.geomspace(1, n_max, 200).astype(int))
@@ -151,16 +152,17 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
 
     ``points`` are the dicts of :func:`swiftlib.bench.attention_sweep` (``variant``, ``n``,
     ``median_ms``, ``iqr_ms`` and optionally ``peak_bytes``); each variant is a line with IQR error
-    bars (timm's additive attention, ``"timm_additive"``, dashed; swiftlib's reparameterized for
-    inference, ``"additive_reparameterized"``, dash-dotted; the matrix products of that form,
-    ``"additive_matmuls"``, dotted). ``crossovers`` (dicts with ``a``,
+    bars (timm's additive attention, ``"timm_additive"``, dashed; swiftlib's inference module,
+    ``"additive_inference"`` (``"additive_reparameterized"`` in older sweep files), dash-dotted; the
+    matrix products of that form, ``"additive_matmuls"``, dotted). ``crossovers`` (dicts with ``a``,
     ``b``, ``n``, ``key`` as from :func:`swiftlib.bench.sweep_crossovers`) are marked on the panel of
-    their ``key``; SwiftFormer's per-stage token counts (3136, 784, 196, 49 at 224 px) are dotted,
+    their ``key``; SwiftFormer's per-stage token counts (:data:`SWIFTFORMER_STAGE_TOKENS`) are dotted,
     labelled lines. Returns the Figure.
     """
     styles = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
               "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
-              "additive_reparameterized": ("tab:blue", "additive, reparameterized", "-."),
+              "additive_inference": ("tab:blue", "additive, inference module", "-."),
+              "additive_reparameterized": ("tab:blue", "additive, inference module", "-."),
               "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
     if not points:
         raise ValueError("plot_sweep needs at least one measured point")

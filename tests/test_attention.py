@@ -1,20 +1,29 @@
-"""swiftlib.attention against independent references (torch's own MHA, timm's XCA,
-LinearSelfAttention and EfficientAdditiveAttention), plus properties every attention has."""
+"""swiftlib.attention and swiftlib.attention_inference against independent references (torch's own
+MHA, timm's XCA, LinearSelfAttention and EfficientAdditiveAttention), plus properties every attention has."""
 import shutil
 
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
+from helpers import ExplicitPath
 from timm.models.mobilevit import LinearSelfAttention
 from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditive
 from timm.models.xcit import XCA
 from torch import nn
 
 import swiftlib.attention as A
+from swiftlib.attention_inference import EfficientAdditiveAttentionInference
 
-# (batch, tokens, dim, heads): N=1, prime and non-square token counts (5 x 7 = 35 map), SwiftFormer widths.
-SHAPES = [(2, 1, 8, 1), (3, 7, 48, 1), (2, 35, 56, 2), (1, 49, 64, 4), (2, 196, 48, 3)]
+# (batch, tokens, dim, heads): N=1, prime and non-square token counts (5 x 7 = 35 map), SwiftFormer widths,
+# one sample with more tokens than channels.
+SHAPES = [(2, 1, 8, 1), (3, 7, 48, 1), (2, 35, 56, 2), (1, 49, 64, 4), (2, 196, 48, 3), (1, 64, 32, 2)]
 VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
+# the four mixers and the additive attention's inference module
+FORMS = VARIANT_NAMES + ["additive_inference"]
+# (batch, tokens) at D = 32: one sample and a batch, G on the weight (N >= D) and on the keys (N < D)
+ADDITIVE_REGIMES = [(1, 35), (2, 35), (1, 9), (3, 9)]
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
+                                    reason="torch.compile's CPU backend needs a C++ compiler")
 
 
 def _heads(name, heads):
@@ -23,6 +32,30 @@ def _heads(name, heads):
 
 def _tokens(b, n, d, seed=0):
     return torch.randn(b, n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def _build(form, d, heads=1):
+    """An eval-mode mixer of ``form`` (a variant, or "additive_inference": the additive one reparameterized)."""
+    if form == "additive_inference":
+        return A.EfficientAdditiveAttention(d).eval().reparameterize()
+    return A.build_attention(form, d, num_heads=_heads(form, heads)).eval()
+
+
+def _timm_pair(d, layout="timm"):
+    """timm's module with random weights and ours loaded from its state dict (timm or official key names)."""
+    ref = TimmAdditive(in_dims=d, token_dim=d).eval()
+    state = ref.state_dict()
+    if layout == "official":  # the official repo names the projection `Proj`
+        state = {k.replace("proj.", "Proj."): v for k, v in state.items()}
+    ours = A.EfficientAdditiveAttention(d).eval()
+    ours.load_state_dict(state)
+    return ref, ours
+
+
+def _timm_on_tokens(ref, x):
+    """timm's module works on maps: tokens [B, N, D] as a [B, D, N, 1] map and back."""
+    b, n, d = x.shape
+    return ref(x.transpose(1, 2).reshape(b, d, n, 1)).flatten(2).transpose(1, 2)
 
 
 @pytest.fixture(autouse=True)
@@ -100,82 +133,109 @@ def test_separable_attention_matches_timm_mobilevitv2(b, n, d, h):
 
 
 @pytest.mark.parametrize("b,n,d,h", SHAPES)
-@pytest.mark.parametrize("layout", ["timm", "official", "reparameterized"])
-def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout):
-    ref = TimmAdditive(in_dims=d, token_dim=d).eval()
-    state = ref.state_dict()
-    if layout == "official":  # the official repo names the projection `Proj`
-        state = {k.replace("proj.", "Proj."): v for k, v in state.items()}
-    ours = A.EfficientAdditiveAttention(d).eval()
-    ours.load_state_dict(state)
-    if layout == "reparameterized":
-        assert ours.reparameterize() is ours and ours.reparameterized
+@pytest.mark.parametrize("layout", ["timm", "official"])
+@pytest.mark.parametrize("inference", [False, True], ids=["reference", "inference"])
+def test_additive_attention_matches_timm_swiftformer(b, n, d, h, layout, inference):
+    ref, ours = _timm_pair(d, layout)
+    m = ours.reparameterize() if inference else ours
     x = _tokens(b, n, d)
     with torch.no_grad():
-        expected = ref(x.transpose(1, 2).reshape(b, d, n, 1)).flatten(2).transpose(1, 2)  # map H=N, W=1
-        torch.testing.assert_close(ours(x), expected)
+        torch.testing.assert_close(m(x), _timm_on_tokens(ref, x))
 
 
-@pytest.mark.parametrize("b,n", [(2, 35), (1, 35), (2, 9), (1, 9)])  # G on the weight (N >= D), on the keys
+@pytest.mark.parametrize("b,n", ADDITIVE_REGIMES)
 def test_additive_attention_gradients_match_timm_swiftformer(b, n):
-    """Training: with autograd recording, the forward scales a copy of [Q | K], not the tensor the
-    norm's backward needs; gradients of input and weights equal timm's."""
+    """Training: gradients of input and weights of the reference equal timm's."""
     d = 32
-    ref = TimmAdditive(in_dims=d, token_dim=d)
-    ours = A.EfficientAdditiveAttention(d)
-    ours.load_state_dict(ref.state_dict())
+    ref, ours = _timm_pair(d)
+    ref.train(), ours.train()
     x = _tokens(b, n, d)
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours(x_ours).square().sum().backward()
-    ref(x_ref.transpose(1, 2).reshape(b, d, n, 1)).square().sum().backward()
+    _timm_on_tokens(ref, x_ref).square().sum().backward()
     torch.testing.assert_close(x_ours.grad, x_ref.grad)
     torch.testing.assert_close(ours.qk.weight.grad, torch.cat([ref.to_query.weight.grad, ref.to_key.weight.grad]))
     for name in ("w_g", "proj.weight", "proj.bias", "final.weight", "final.bias"):
         torch.testing.assert_close(ours.get_parameter(name).grad, ref.get_parameter(name).grad)
 
 
-@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile's CPU backend needs a C++ compiler")
-@pytest.mark.parametrize("reparameterized", [False, True])
-def test_compiled_additive_attention_matches_timm_swiftformer(reparameterized):
-    """torch.compile (dynamic shapes) of the inference forward, batches of 2 with G on the weight
-    (N >= D) and on the keys: the in-place steps of eager inference are left out under compilation,
-    where the batched out= product into a view of [Q | K] gave wrong values."""
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the trace keeps the path of its shape
+@pytest.mark.parametrize("b,n", ADDITIVE_REGIMES)
+@pytest.mark.parametrize("inference", [False, True], ids=["reference", "inference"])
+def test_traced_additive_attention_matches_timm_swiftformer(b, n, inference):
+    """torch.jit.trace (what fvcore and the exporters use) records the same function: traced on one
+    input, run on another of the same shape."""
     d = 32
-    ref = TimmAdditive(in_dims=d, token_dim=d).eval()
-    ours = A.EfficientAdditiveAttention(d).eval()
-    ours.load_state_dict(ref.state_dict())
-    if reparameterized:
-        ours.reparameterize()
-    compiled = torch.compile(ours, dynamic=True)
-    for n in (35, 9):
-        x = _tokens(2, n, d)
+    ref, ours = _timm_pair(d)
+    m = ours.reparameterize() if inference else ours
+    with torch.no_grad():
+        traced = torch.jit.trace(m, (_tokens(b, n, d, seed=1),))
+        x = _tokens(b, n, d, seed=2)
+        torch.testing.assert_close(traced(x), _timm_on_tokens(ref, x))
+
+
+@pytest.mark.slow
+@needs_compiler
+@pytest.mark.parametrize("inference", [False, True], ids=["reference", "inference"])
+def test_compiled_additive_attention_matches_timm_swiftformer(inference, tmp_path, monkeypatch):
+    """torch.compile (dynamic shapes) over one sample and batches, G on the weight (N >= D) and on the keys."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # the compiled code stays out of /tmp
+    d = 32
+    ref, ours = _timm_pair(d)
+    compiled = torch.compile(ours.reparameterize() if inference else ours, dynamic=True)
+    for b, n in ADDITIVE_REGIMES:
+        x = _tokens(b, n, d)
         with torch.no_grad():
-            expected = ref(x.transpose(1, 2).reshape(2, d, n, 1)).flatten(2).transpose(1, 2)
-            torch.testing.assert_close(compiled(x), expected)
+            torch.testing.assert_close(compiled(x), _timm_on_tokens(ref, x))
 
 
 @pytest.mark.parametrize("b,n", [(1, 49), (2, 196), (1, 16), (3, 4)])  # G on the weight (N >= D), on the keys
-def test_reparameterize_merges_proj_into_final(b, n):
-    """One [2D, D] output weight in place of two [D, D] layers: D fewer parameters, the same scores,
-    the same MACs as fvcore counts them (one [N, 2D] @ [2D, D] product in place of two [N, D] @ [D, D])."""
+def test_reparameterize_returns_a_merged_inference_module(b, n):
+    """A new module with one [D, 2D] output weight in place of two [D, D] layers: D fewer parameters,
+    the same outputs and scores, the same MACs as fvcore counts them; the caller's module unchanged."""
     d = 48
     m = A.EfficientAdditiveAttention(d).eval()
-    before = sum(p.numel() for p in m.parameters())
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    fast = m.reparameterize()
+    assert isinstance(fast, EfficientAdditiveAttentionInference) and not fast.training
+    assert m.state_dict().keys() == before.keys() and all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+    assert set(fast.state_dict()) == {"qk.weight", "qk.bias", "w_g", "merged_weight", "merged_bias"}
+    assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in m.parameters()) - d
+    assert not any(p.requires_grad for p in fast.parameters())
+    fast.qk.weight.add_(1.0)  # its own copies: the reference keeps its weights
+    assert torch.equal(m.qk.weight, before["qk.weight"])
+    fast.qk.weight.sub_(1.0)
     x = _tokens(b, n, d)
     with torch.no_grad():
         out, a = m(x, return_attn=True)
-        m.reparameterize().reparameterize()  # idempotent
-        out_r, a_r = m(x, return_attn=True)
+        out_r, a_r = fast(x, return_attn=True)
     torch.testing.assert_close(out_r, out)
     torch.testing.assert_close(a_r, a)
-    assert not hasattr(m, "proj") and not hasattr(m, "final")
-    assert {k for k in m.state_dict() if not k.startswith(("qk.", "w_g"))} == {"merged_weight", "merged_bias"}
-    assert sum(p.numel() for p in m.parameters()) == before - d
-    fca = FlopCountAnalysis(_ExplicitPath(m), (x,))
+    fca = FlopCountAnalysis(ExplicitPath(fast), (x,))
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    assert fca.total() == b * A.attention_macs("additive", n, d)
-    with pytest.raises(RuntimeError, match="Unexpected key"):  # checkpoints load before, not after
-        m.load_state_dict(A.EfficientAdditiveAttention(d).state_dict())
+    assert fca.total() == b * A.attention_macs("additive", n, d) == b * fast.macs(n, d)
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # checkpoints load into the reference, before
+        fast.load_state_dict(A.EfficientAdditiveAttention(d).state_dict())
+
+
+@pytest.mark.parametrize("inference", [False, True], ids=["reference", "inference"])
+def test_output_weights_are_the_merged_output_layer(inference):
+    """(A, M, c) with final(Proj(G * K) + Q) = Q A + (G * K) M + c, on random Q, K, G."""
+    d = 24
+    m = A.EfficientAdditiveAttention(d).eval()
+    a, mm, c = (m.reparameterize() if inference else m).output_weights()
+    q, k, g = torch.randn(10, d), torch.randn(10, d), torch.randn(1, d)
+    with torch.no_grad():
+        torch.testing.assert_close(q @ a + (g * k) @ mm + c, m.final(m.proj(g * k) + q))
+
+
+def test_inference_module_rejects_wrong_shapes():
+    fast = A.EfficientAdditiveAttention(32).eval().reparameterize()
+    for bad in (torch.randn(10, 32), torch.randn(1, 32, 4, 4), torch.randn(1, 10, 31)):
+        with pytest.raises(ValueError, match=r"expects tokens \[B, N, 32\], got \("):
+            fast(bad)
+    with pytest.raises(ValueError, match="got list"):
+        fast([[0.0] * 32])
 
 
 def test_additive_attention_is_not_the_first_release_softmax():
@@ -187,21 +247,22 @@ def test_additive_attention_is_not_the_first_release_softmax():
 
 
 # --------------------------------------------------------------------------- properties
-@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("name", FORMS)
 def test_permutation_equivariant_over_tokens(name):
-    m = A.build_attention(name, 48, num_heads=_heads(name, 4)).eval()
+    m = _build(name, 48, 4)
     x = _tokens(2, 30, 48)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(m(x[:, perm]), m(x)[:, perm])
 
 
-@pytest.mark.parametrize("name", VARIANT_NAMES)
-def test_independent_across_the_batch(name):
-    m = A.build_attention(name, 48, num_heads=_heads(name, 4)).eval()
-    x = _tokens(3, 25, 48)
+@pytest.mark.parametrize("name", FORMS)
+@pytest.mark.parametrize("n", [25, 60])  # fewer and more tokens than channels
+def test_independent_across_the_batch(name, n):
+    m = _build(name, 48, 4)
+    x = _tokens(3, n, 48)
     y = x.clone()
-    y[1:] = _tokens(2, 25, 48, seed=7)  # change every sample but the first
+    y[1:] = _tokens(2, n, 48, seed=7)  # change every sample but the first
     with torch.no_grad():
         out = m(x)
         torch.testing.assert_close(m(y)[0], out[0])
@@ -223,10 +284,10 @@ def test_forward_backward(name, n):
         assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
 
 
-@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("name", FORMS)
 def test_return_attn_is_free_of_side_effects_and_well_formed(name):
-    h = _heads(name, 2)
-    m = A.build_attention(name, 32, num_heads=h).eval()
+    h = _heads(name.removesuffix("_inference"), 2)
+    m = _build(name, 32, 2)
     x = _tokens(2, 12, 32)
     with torch.no_grad():
         out, attn = m(x, return_attn=True)
@@ -246,41 +307,23 @@ def test_return_attn_is_free_of_side_effects_and_well_formed(name):
 
 
 # --------------------------------------------------------------------------- analytic costs
-class _ExplicitPath(nn.Module):
-    """Runs the attention's explicit-matmul path (fvcore has no handler for fused SDPA)."""
-
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m(x, return_attn=True)[0]
-
-
-@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("name", FORMS)
 @pytest.mark.parametrize("b,n,d,h", [(1, 49, 48, 1), (2, 196, 64, 4), (1, 50, 96, 2), (1, 1, 16, 1)])
 def test_analytic_macs_equal_fvcore(name, b, n, d, h):
     """fvcore counts linear (weights, not bias), matmul, bmm: the ops `macs()` counts. It counts
     elementwise ops, softmax and normalisation as zero, and `macs()` leaves them out too."""
-    h = _heads(name, h)
-    m = A.build_attention(name, d, num_heads=h).eval()
-    fca = FlopCountAnalysis(_ExplicitPath(m), (_tokens(b, n, d),))
+    variant = name.removesuffix("_inference")
+    h = _heads(variant, h)
+    m = _build(name, d, h)
+    fca = FlopCountAnalysis(ExplicitPath(m), (_tokens(b, n, d),))
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    assert fca.total() == b * A.attention_macs(name, n, d, h)
+    assert fca.total() == b * A.attention_macs(variant, n, d, h)
 
 
 def test_self_attention_is_quadratic_and_the_others_linear_in_tokens():
     for name in VARIANT_NAMES:
         ratio = A.attention_macs(name, 8192, 64) / A.attention_macs(name, 1024, 64)
         assert ratio == pytest.approx(8, rel=0.02) if name != "self" else ratio > 30
-
-
-@pytest.mark.parametrize("name", VARIANT_NAMES)
-def test_activation_memory_scales_with_batch_and_dtype(name):
-    one = A.attention_memory(name, 196, 64, 2 if name in ("self", "transposed") else 1)
-    assert one > 0
-    assert A.attention_memory(name, 196, 64, 2 if name in ("self", "transposed") else 1,
-                              batch=3, bytes_per_element=2) == one * 3 // 2
 
 
 # --------------------------------------------------------------------------- bad input

@@ -7,6 +7,7 @@ import io
 import random
 import shutil
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -14,12 +15,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from timm.data import ImageNetInfo
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo
 from torchvision.datasets import ImageFolder
-from torchvision.transforms import InterpolationMode
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
 import swiftlib.data as D
+import swiftlib.data.cache as data_cache
+import swiftlib.data.fashion_mnist as data_fmnist
+from swiftlib import DATA_DIR
+from helpers import write_image_folder
 
 IMAGENETTE = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
               "n03425413", "n03445777", "n03888257"]  # facts file §6
@@ -28,21 +34,16 @@ IMAGEWOOF = ["n02086240", "n02087394", "n02088364", "n02089973", "n02093754", "n
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """3 classes x 6 JPEGs per split plus one corrupt file per split in the first class."""
-    return D.write_image_folder(tmp_path_factory.mktemp("tree"), IMAGENETTE[:3], 6, corrupt=1)
+    return write_image_folder(tmp_path_factory.mktemp("tree"), IMAGENETTE[:3], 6, corrupt=1)
 
 
 @pytest.fixture(scope="module")
 def clean_tree(tmp_path_factory):
     """The ten Imagenette WNIDs plus two Imagewoof ones, 4 JPEGs each, no corrupt files."""
-    return D.write_image_folder(tmp_path_factory.mktemp("clean"), IMAGENETTE + IMAGEWOOF[:2], 4, size=(24, 20))
+    return write_image_folder(tmp_path_factory.mktemp("clean"), IMAGENETTE + IMAGEWOOF[:2], 4, size=(24, 20))
 
 
 # --------------------------------------------------------------------------- class lists
@@ -65,6 +66,16 @@ def test_imagenet_index_and_names_follow_timm():
     assert D.imagenet_class_name("n01440764") == "tench"
     with pytest.raises(ValueError, match="n99999999"):
         D.imagenet_class_index("n99999999")
+
+
+def test_imagenet_class_labels_are_timms_short_names_made_unique():
+    info = ImageNetInfo()
+    labels = D.imagenet_class_labels()
+    assert len(labels) == len(set(labels)) == 1000 and labels[0] == "tench"
+    renamed = [i for i, lab in enumerate(labels) if lab != info.index_to_description(i).split(",")[0]]
+    assert [labels[i] for i in renamed] == [f"{info.index_to_description(i).split(',')[0]} "
+                                            f"({info.index_to_label_name(i)})" for i in renamed]
+    assert {labels[i].split(" (")[0] for i in renamed} == {"crane", "maillot"} and len(renamed) == 4
 
 
 # --------------------------------------------------------------------------- folders
@@ -200,27 +211,29 @@ def test_tiny_imagenet_val_is_refoldered(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- uint8 cache
 def test_cache_matches_resize_center_crop_and_is_reused(clean_tree, monkeypatch, tmp_path):
+    kw = dict(transform=None, cache=True, cache_dir=tmp_path / "u8")
     direct = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=False)
-    cached = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=True)
+    cached = D.build_dataset("imagenet", clean_tree, "val", 16, **kw)
     assert cached.targets == direct.targets and cached.images.shape == (48, 16, 16, 3)
     for i in (0, 17, 47):
         ref = TF.center_crop(TF.resize(direct[i][0], 16, InterpolationMode.BICUBIC), 16)
         diff = np.abs(np.asarray(cached[i][0], dtype=int) - np.asarray(ref, dtype=int))
         assert diff.mean() < 2.0, diff.mean()
-    files = sorted((tmp_path / "cache" / "u8").iterdir())
+    files = sorted((tmp_path / "u8").iterdir())
     assert [f.suffix for f in files] == [".json", ".npy"]
-    monkeypatch.setattr(D, "_resize_short_center", lambda *a: pytest.fail("cache rebuilt although unchanged"))
-    again = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, cache=True)
+    monkeypatch.setattr(data_cache, "_resize_short_center", lambda *a: pytest.fail("cache rebuilt although unchanged"))
+    again = D.build_dataset("imagenet", clean_tree, "val", 16, **kw)
     assert isinstance(again.images, np.memmap) and again.targets == cached.targets
 
 
 def test_cache_rebuilt_on_change_and_never_half_written(tmp_path, monkeypatch):
-    root = D.write_image_folder(tmp_path / "t", IMAGENETTE[:2], 3, corrupt=1, splits=("train",))
-    a = D.build_dataset("folder", root, "train", 16, cache=True)
+    root = write_image_folder(tmp_path / "t", IMAGENETTE[:2], 3, corrupt=1, splits=("train",))
+    cache_dir = tmp_path / "u8"
+    a = D.build_dataset("folder", root, "train", 16, cache=True, cache_dir=cache_dir)
     assert len(a) == 6 and len(a.report.skipped) == 1  # the corrupt file is found by the cache build
     Image.new("RGB", (30, 30)).save(root / "train" / IMAGENETTE[1] / "new.JPEG")
     calls = {"n": 0}
-    real = D._resize_short_center
+    real = data_cache._resize_short_center
 
     def flaky(img, size):
         calls["n"] += 1
@@ -228,20 +241,22 @@ def test_cache_rebuilt_on_change_and_never_half_written(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the build dies half-way
         return real(img, size)
 
-    monkeypatch.setattr(D, "_resize_short_center", flaky)
+    monkeypatch.setattr(data_cache, "_resize_short_center", flaky)
     with pytest.raises(KeyboardInterrupt):
-        D.build_dataset("folder", root, "train", 16, cache=True)
-    leftovers = sorted(p.name for p in (tmp_path / "cache" / "u8").iterdir())
+        D.build_dataset("folder", root, "train", 16, cache=True, cache_dir=cache_dir)
+    leftovers = sorted(p.name for p in cache_dir.iterdir())
     assert not [n for n in leftovers if ".tmp" in n]
-    monkeypatch.setattr(D, "_resize_short_center", real)
-    b = D.build_dataset("folder", root, "train", 16, cache=True)
-    assert len(b) == 7 and len(list((tmp_path / "cache" / "u8").glob("*.npy"))) == 1
+    monkeypatch.setattr(data_cache, "_resize_short_center", real)
+    b = D.build_dataset("folder", root, "train", 16, cache=True, cache_dir=cache_dir)
+    assert len(b) == 7 and len(list(cache_dir.glob("*.npy"))) == 1
 
 
-def test_cache_dir_comes_from_env_and_not_data(monkeypatch, tmp_path):
+def test_default_cache_dir_follows_env_and_not_data(monkeypatch, tmp_path, clean_tree):
     monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "elsewhere"))
     assert D.cache_root() == tmp_path / "elsewhere"
-    monkeypatch.setenv("SWIFTLIB_CACHE", str(D.DATA_DIR / "cache"))
+    ds = D.build_dataset("imagenet", clean_tree, "val", 16, transform=None, classes=IMAGENETTE[:2], cache=True)
+    assert len(ds) == 8 and len(list((tmp_path / "elsewhere" / "u8").glob("imagenet-val-16px-*.npy"))) == 1
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(DATA_DIR / "cache"))
     with pytest.raises(ValueError, match="must not be inside"):
         D.cache_root()
 
@@ -249,7 +264,6 @@ def test_cache_dir_comes_from_env_and_not_data(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- Fashion-MNIST
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_matches_torchvision_reader(tmp_path):
-    from torchvision.datasets.mnist import read_image_file, read_label_file
     for split, prefix, n in (("train", "train", 60000), ("test", "t10k", 10000)):
         images, labels = D.load_fashion_mnist(split=split)
         raw = {}
@@ -265,8 +279,24 @@ def test_fashion_mnist_matches_torchvision_reader(tmp_path):
     assert ds.class_names[9] == "Ankle boot" and ds[0][0].shape == (3, 32, 32)
 
 
+def test_fashion_mnist_root_is_read_first(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1], dtype=np.uint8)
+    # IDX: two zero bytes, dtype 0x08 (uint8), ndim, then each size as a big-endian int32
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + np.array(
+        [4, 28, 28], ">i4").tobytes() + images.tobytes())
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + np.array([4], ">i4").tobytes()
+                                                      + labels.tobytes())
+    got_images, got_labels = D.load_fashion_mnist(tmp_path, "val")
+    assert np.array_equal(got_images, images) and got_labels.tolist() == [3, 1, 4, 1]
+    assert np.array_equal(got_images, read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")).numpy())
+    ds = D.build_dataset("fashion-mnist", tmp_path, "test", 16, images_per_class=1)
+    assert sorted(ds.targets) == [1, 3, 4] and ds.report.split == "val" and ds[0][0].shape == (3, 16, 16)
+
+
 def test_fashion_mnist_missing_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "FASHION_MNIST_DIRS", ())
+    monkeypatch.setattr(data_fmnist, "FASHION_MNIST_DIRS", ())
+    monkeypatch.setenv("SWIFTLIB_CACHE", str(tmp_path / "cache"))  # nor a copy downloaded earlier
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         D.load_fashion_mnist(tmp_path / "none", "train")
     with pytest.raises(ValueError, match="split must be"):
@@ -278,7 +308,7 @@ def test_eval_transform_is_resize_center_crop_normalise(clean_tree):
     img = Image.open(next((clean_tree / "val" / IMAGENETTE[0]).iterdir())).convert("RGB")
     ours = D.build_transform(32, False, crop_pct=0.875)(img)
     ref = TF.normalize(TF.to_tensor(TF.center_crop(TF.resize(img, 36, InterpolationMode.BICUBIC), 32)),
-                       D.IMAGENET_MEAN, D.IMAGENET_STD)
+                       IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
     torch.testing.assert_close(ours, ref)
     train = D.build_transform(32, True, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
     names = " ".join(type(t).__name__ for t in train.transforms)
@@ -297,10 +327,6 @@ def test_seeded_transform_is_reproducible_and_leaves_rng_alone(tree):
 
 
 def test_seeded_block_draws_the_seeds_stream_and_restores_all_three_generators():
-    import random
-
-    import numpy as np
-
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     outer = D.rng_state()
     with D.seeded(7):
@@ -343,7 +369,7 @@ def test_interrupted_download_resumes_with_a_range_request(tmp_path, monkeypatch
         start = int(rng.split("=")[1].rstrip("-")) if rng else 0
         return Response(payload[start:], 206 if rng else 200)
 
-    monkeypatch.setattr(D.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     dest = tmp_path / "archive.tgz"
     (tmp_path / "archive.tgz.part").write_bytes(payload[:1000])  # what an interrupted download left
     D.download_archive("https://example.invalid/archive.tgz", dest, f"md5:{md5}")
@@ -381,8 +407,6 @@ def test_batch_crop_equals_torchvision_resized_crop_of_its_boxes(layout, hflip):
 
 def test_batch_crop_boxes_follow_torchvision_random_resized_crop():
     """Area fraction and aspect ratio of 20000 boxes vs torchvision's own get_params draws."""
-    from torchvision.transforms import RandomResizedCrop
-
     H, W, n = 100, 120, 20000
     ours = _plain(32, scale=(0.08, 1.0)).boxes(n, H, W, torch.Generator().manual_seed(0))
     torch.manual_seed(0)

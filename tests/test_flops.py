@@ -3,6 +3,8 @@ handlers against hand counts, and the per-module table."""
 import pytest
 import torch
 import torch.nn.functional as F
+from fvcore.nn import FlopCountAnalysis
+from helpers import ExplicitPath
 from torch import nn
 
 import swiftlib.attention as A
@@ -15,17 +17,6 @@ SHAPES = [(1, 49, 48, 1), (2, 196, 64, 4), (1, 37, 96, 2), (1, 1, 16, 1), (3, 64
 
 def _heads(name, heads):
     return A.variant_heads(name, heads)
-
-
-class _Explicit(nn.Module):
-    """Self-attention's explicit-matmul path (``return_attn=True``) as a module."""
-
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m(x, return_attn=True)[0]
 
 
 class _Fn(nn.Module):
@@ -43,13 +34,18 @@ def _seed():
 
 
 # --------------------------------------------------------------------------- three counters agree
-@pytest.mark.parametrize("name", VARIANT_NAMES)
+@pytest.mark.parametrize("name", VARIANT_NAMES + ["additive_inference"])
 @pytest.mark.parametrize("b,n,d,h", SHAPES)
 def test_analytic_equals_fvcore_equals_torch_counter(name, b, n, d, h):
-    h = _heads(name, h)
-    m = A.build_attention(name, d, num_heads=h).eval()
+    """The three counts agree for the four mixers and for the additive attention's inference module
+    (which has the reference's analytic MACs)."""
+    variant = name.removesuffix("_inference")
+    h = _heads(variant, h)
+    m = A.build_attention(variant, d, num_heads=h).eval()
+    if name == "additive_inference":
+        m = m.reparameterize()
     x = torch.randn(b, n, d)
-    expected = b * A.attention_macs(name, n, d, h)
+    expected = b * A.attention_macs(variant, n, d, h)
     ours = count_macs(m, x)
     flops = torch_flops(m, x)
     assert ours["matmul"] == expected
@@ -65,16 +61,14 @@ def test_self_attention_sdpa_and_explicit_paths_count_the_same(b, n, d, h):
     swiftlib's handler; torch's counter knows only the CUDA kernels without the CPU mapping)."""
     m = A.SelfAttention(d, num_heads=h).eval()
     x = torch.randn(b, n, d)
-    default, explicit = count_macs(m, x), count_macs(_Explicit(m), x)
+    default, explicit = count_macs(m, x), count_macs(ExplicitPath(m), x)
     assert "scaled_dot_product_attention" in default["by_op"]
     assert default["matmul"] == explicit["matmul"] == b * A.SelfAttention.macs(n, d, h)
-    assert torch_flops(m, x)["flops"] == torch_flops(_Explicit(m), x)["flops"] == 2 * default["matmul"]
+    assert torch_flops(m, x)["flops"] == torch_flops(ExplicitPath(m), x)["flops"] == 2 * default["matmul"]
 
 
 def test_fvcore_without_handlers_misses_sdpa():
     """Why the SDPA handler exists: plain fvcore reports only the projections of the default path."""
-    from fvcore.nn import FlopCountAnalysis
-
     m = A.SelfAttention(32).eval()
     x = torch.randn(1, 64, 32)
     plain = FlopCountAnalysis(m, (x,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
@@ -86,6 +80,7 @@ def test_fvcore_without_handlers_misses_sdpa():
 @pytest.mark.parametrize("fn,args,matmul,elementwise", [
     (lambda x: x * 2 + x, (torch.randn(2, 3),), 0, 6 + 6),                       # mul 6, add 6
     (lambda x: x / 3 - 1, (torch.randn(3, 4),), 0, 12 + 12),                     # div, sub
+    (lambda x: (x + 1).reciprocal_(), (torch.randn(2, 3),), 0, 6 + 6),            # add, in-place reciprocal
     (lambda x: x.softmax(-1), (torch.randn(4, 5),), 0, 3 * 20),                  # exp, sum, divide
     (lambda x: F.normalize(x, dim=-1), (torch.randn(3, 4),), 0, 2 * 12 + 3 + 12),  # norm, clamp_min, div
     (F.gelu, (torch.randn(5),), 0, 5),

@@ -5,18 +5,26 @@ import argparse
 import csv
 import math
 
-import pytest
-import timm
-import torch
-from fvcore.nn import FlopCountAnalysis
-from timm.models.swiftformer import checkpoint_filter_fn
-from torch import nn
+import matplotlib
 
-import swiftlib.attention as A
-from swiftlib import DATA_DIR
-from swiftlib.models import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, create_model, fuse_for_inference,
-                             load_checkpoint, save_checkpoint, to_official_keys)
-from swiftlib.models.swiftformer import LayerScale2d
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+from fvcore.nn import FlopCountAnalysis  # noqa: E402
+from timm.models.swiftformer import EfficientAdditiveAttention as TimmAdditive  # noqa: E402
+from timm.models.swiftformer import checkpoint_filter_fn  # noqa: E402
+from torch import nn  # noqa: E402
+
+import swiftlib.attention as A  # noqa: E402
+from swiftlib import DATA_DIR, viz  # noqa: E402
+from swiftlib.attention_inference import EfficientAdditiveAttentionInference  # noqa: E402
+from swiftlib.flops import count_macs  # noqa: E402
+from swiftlib.models import (MIN_INPUT_SIZE, MODEL_NAMES, PAPER_NAMES, SWIFTFORMER_VARIANTS,  # noqa: E402
+                             MapAdditiveAttention, create_model, export_friendly, fuse_for_inference, load_checkpoint,
+                             resolve_name, save_checkpoint, stage_shapes, swiftformer_macs, to_official_keys)
+from swiftlib.models.swiftformer import LayerScale2d, SwiftFormerEncoder  # noqa: E402
 
 ATTENTIONS = ["additive", "self", "transposed", "separable"]
 
@@ -107,8 +115,9 @@ def test_gmacs_match_paper_and_timm(name):
     Without those, the count equals timm's exactly and the paper's value (truncated to 3 decimals)."""
     x = torch.zeros(1, 3, 224, 224)
     ours = _fvcore_macs(random_model(create_model, name), x)
-    widths = SWIFTFORMER_VARIANTS[name]["widths"]
-    g_matmul = sum((224 // 2 ** (i + 2)) ** 2 * d for i, d in enumerate(widths))
+    stage_maps = (56 * 56, 28 * 28, 14 * 14, 7 * 7)  # paper Table 4: maps of H/4 ... H/32 at 224 px
+    widths = [int(w) for w in PAPER[name]["widths"].split()]  # the paper's table, not the variant table
+    g_matmul = sum(n * d for n, d in zip(stage_maps, widths))
     if name in ("swiftformer_xs", "swiftformer_l3"):  # timm traced for the smallest and the largest (time)
         assert ours - g_matmul == _fvcore_macs(random_model(timm.create_model, name), x)
     paper = float(PAPER[name]["gmacs_224"])
@@ -178,7 +187,10 @@ def test_swiftlib_checkpoint_round_trip_is_atomic(tmp_path):
     model = randomize_(create_model("swiftformer_xs", num_classes=10), seed=3)
     path = save_checkpoint(model, tmp_path / "ckpt" / "xs.pth", epoch=4)
     assert [p.name for p in path.parent.iterdir()] == ["xs.pth"]  # no temporary file left behind
-    assert torch.load(path, weights_only=True)["epoch"] == 4
+    payload = torch.load(path, weights_only=True)
+    assert set(payload) == {"model", "arch", "attention", "num_classes", "epoch"}
+    assert (payload["arch"], payload["attention"], payload["num_classes"], payload["epoch"]) == \
+        ("swiftformer_xs", "additive", 10, 4)
     fresh = create_model("swiftformer_xs", num_classes=10)
     assert load_checkpoint(fresh, path).layout == "swiftlib"
     for k, v in model.state_dict().items():
@@ -329,6 +341,34 @@ def test_fused_equals_unfused(name, attention, random_models):
     assert expected.abs().max() > 0.5
     assert _max_diff(out, expected) <= 1e-4
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input model untouched
+    # the additive attention is swapped for its inference module; the other mixers stay what they were
+    mixers = [type(m.attn) for m in fused.modules() if isinstance(m, SwiftFormerEncoder)]
+    assert mixers == [EfficientAdditiveAttentionInference if attention == "additive" else A.VARIANTS[attention]] * 4
+
+
+@pytest.mark.parametrize("inference", [False, True], ids=["reference", "inference"])
+def test_map_form_is_built_from_either_attention_form(inference):
+    """MapAdditiveAttention on [B, C, H, W] maps equals timm's module (which works on maps too)."""
+    ref = randomize_(TimmAdditive(in_dims=56, token_dim=56)).eval()
+    ours = A.EfficientAdditiveAttention(56).eval()
+    ours.load_state_dict(ref.state_dict())
+    mapped = MapAdditiveAttention(ours.reparameterize() if inference else ours).eval()
+    x = torch.randn(2, 56, 7, 5)
+    with torch.no_grad():
+        expected = ref(x)
+        torch.testing.assert_close(mapped(x), expected, rtol=1e-5, atol=1e-5)
+    assert expected.abs().mean() > 0.1
+    with pytest.raises(TypeError, match="copies an EfficientAdditiveAttention"):
+        MapAdditiveAttention(A.SeparableAttention(56))
+
+
+def test_export_friendly_fused_model_equals_the_model():
+    model = random_model(create_model, "swiftformer_xs", seed=10).eval()
+    x = _images(b=2, h=64, w=64, seed=10)
+    friendly = export_friendly(fuse_for_inference(model))
+    with torch.no_grad():
+        expected = model(x)
+        assert _max_diff(friendly(x), expected) <= 1e-4
 
 
 def test_fused_without_channels_last_at_224():
@@ -373,9 +413,6 @@ def test_forward_backward_every_size_and_attention(name, attention, random_model
 def test_analytic_macs_match_fvcore(attention):
     """swiftformer_macs == fvcore's product counts (swiftlib.flops adds SDPA, which fvcore skips),
     BatchNorm excluded, on a non-square input."""
-    from swiftlib.flops import count_macs
-    from swiftlib.models import stage_shapes, swiftformer_macs
-
     model = random_model(create_model, "swiftformer_xs", attention=attention).eval()
     x = torch.zeros(1, 3, 64, 96)
     by_op = count_macs(model, x)["by_op"]
@@ -389,8 +426,6 @@ def test_analytic_macs_match_fvcore(attention):
 
 
 def test_stage_shapes_at_224_and_bad_sizes():
-    from swiftlib.models import stage_shapes
-
     assert [(r["height"], r["channels"]) for r in stage_shapes("swiftformer_s", 224)] == [
         (56, 48), (28, 64), (14, 168), (7, 224)]
     with pytest.raises(ValueError, match="H, W >= 32"):
@@ -398,12 +433,6 @@ def test_stage_shapes_at_224_and_bad_sizes():
 
 
 def test_notebook_plots_render_headlessly():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from swiftlib import viz
-    from swiftlib.models import swiftformer_macs
-
     costs = {a: swiftformer_macs("swiftformer_xs", 224, attention=a) for a in ATTENTIONS}
     fig = viz.plot_stage_costs(costs, title="xs")
     assert len(fig.axes[0].patches) == 2 * 4 * 4  # (conv, attention) x stages x attentions
@@ -422,8 +451,6 @@ SPELLINGS = {"swiftformer_xs": ["xs", "XS", "swiftformer_xs", "SwiftFormer-XS", 
 
 @pytest.mark.parametrize("canonical", sorted(SPELLINGS))
 def test_every_spelling_resolves_to_one_name_everywhere(canonical):
-    from swiftlib.models import resolve_name, stage_shapes, swiftformer_macs
-
     expected_shapes = stage_shapes(canonical, 224)
     expected_macs = swiftformer_macs(canonical, 224)
     with torch.device("meta"):  # structure only
@@ -439,10 +466,16 @@ def test_every_spelling_resolves_to_one_name_everywhere(canonical):
     assert [resolve_name(n) for n in MODEL_NAMES] == MODEL_NAMES
 
 
+def test_paper_names_are_the_papers_spellings():
+    assert list(PAPER_NAMES) == MODEL_NAMES
+    assert PAPER_NAMES == {name: PAPER[name]["model"] for name in MODEL_NAMES}  # data/swiftformer_variants.csv
+    with open(DATA_DIR / "paper_table2.csv") as f:
+        assert set(PAPER_NAMES.values()) <= {row["model"] for row in csv.DictReader(f)}
+    assert all(resolve_name(paper) == name for name, paper in PAPER_NAMES.items())
+
+
 @pytest.mark.parametrize("bad", ["swiftformer_xxl", "m", "swiftformer", ""])
 def test_unknown_name_gives_one_error_everywhere(bad):
-    from swiftlib.models import resolve_name, stage_shapes, swiftformer_macs
-
     with pytest.raises(ValueError) as first:
         resolve_name(bad)
     message = str(first.value)

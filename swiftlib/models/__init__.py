@@ -1,15 +1,18 @@
 """swiftlib.models: SwiftFormer (XS / S / L1 / L3) with a swappable token mixer, checkpoint loading
-(official, timm and swiftlib layouts), inference-time fusion and analytic per-stage costs.
+(official, timm and swiftlib layouts), inference-time fusion, the export-friendly map form and
+analytic per-stage costs. Images ``[B, 3, H, W]`` -> logits ``[B, K]``.
 
     >>> from swiftlib.models import create_model, fuse_for_inference
     >>> model = create_model("swiftformer_xs", attention="additive")    # the paper's network
     >>> fast = fuse_for_inference(model)                                # eval-mode fused copy
 """
+from swiftlib.models.checkpoints import (LoadReport, load_checkpoint, remap_official_keys, save_checkpoint,
+                                         to_official_keys)
 from swiftlib.models.costs import stage_shapes, swiftformer_macs
+from swiftlib.models.export_friendly import MapAdditiveAttention, MapSwiftFormerEncoder, export_friendly
 from swiftlib.models.fuse import fuse_for_inference
-from swiftlib.models.swiftformer import (MIN_INPUT_SIZE, MODEL_NAMES, SWIFTFORMER_VARIANTS, LoadReport, SwiftFormer,
-                                         create_model, load_checkpoint, remap_official_keys, resolve_name,
-                                         save_checkpoint, to_official_keys)
+from swiftlib.models.swiftformer import (MIN_INPUT_SIZE, MODEL_NAMES, PAPER_NAMES, SWIFTFORMER_VARIANTS, SwiftFormer,
+                                         create_model, resolve_name)
 
 __all__ = [
     "create_model",
@@ -22,8 +25,12 @@ __all__ = [
     "LoadReport",
     "SwiftFormer",
     "MODEL_NAMES",
+    "PAPER_NAMES",
     "SWIFTFORMER_VARIANTS",
     "MIN_INPUT_SIZE",
     "stage_shapes",
     "swiftformer_macs",
+    "export_friendly",
+    "MapAdditiveAttention",
+    "MapSwiftFormerEncoder",
 ]

@@ -18,15 +18,11 @@ from copy import deepcopy
 import torch
 from torch import nn
 
-from swiftlib.attention import EfficientAdditiveAttention
+from swiftlib.attention import EfficientAdditiveAttention, l2_normalize
+from swiftlib.attention_inference import EfficientAdditiveAttentionInference
 from swiftlib.models.swiftformer import SwiftFormerEncoder
 
 __all__ = ["MapAdditiveAttention", "MapSwiftFormerEncoder", "export_friendly"]
-
-
-def _unit(x: torch.Tensor, dim, eps: float = 1e-12) -> torch.Tensor:
-    """``F.normalize`` as ``x / max(||x||_2, eps)`` with a broadcasting divide (no expand, so no ``tile``)."""
-    return x / x.norm(p=2, dim=dim, keepdim=True).clamp_min(eps)
 
 
 def _conv1x1(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
@@ -42,7 +38,9 @@ def _conv1x1(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
 
 class MapAdditiveAttention(nn.Module):
     """SwiftFormer's efficient additive attention on a ``[B, C, H, W]`` map, built from the weights of an
-    :class:`swiftlib.attention.EfficientAdditiveAttention` (which works on ``[B, N, D]`` tokens).
+    :class:`swiftlib.attention.EfficientAdditiveAttention` or of its inference module
+    :class:`swiftlib.attention_inference.EfficientAdditiveAttentionInference` (both work on ``[B, N, D]``
+    tokens): their ``qk`` and ``w_g`` weights and ``output_weights()``.
 
     Same math, channels-first: ``Q = unit_C(W_q x)``, ``K = unit_C(W_k x)`` (unit L2 norm over the
     channels of each pixel), ``alpha = Q . (w_g / sqrt(D))`` (a 1x1 conv to one channel),
@@ -54,24 +52,25 @@ class MapAdditiveAttention(nn.Module):
     ``attn(x.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(B, C, H, W)``.
     """
 
-    def __init__(self, attn: EfficientAdditiveAttention):
+    def __init__(self, attn: EfficientAdditiveAttention | EfficientAdditiveAttentionInference):
         super().__init__()
-        if not isinstance(attn, EfficientAdditiveAttention):
-            raise TypeError(f"MapAdditiveAttention copies an EfficientAdditiveAttention, got {type(attn).__name__}")
+        if not isinstance(attn, (EfficientAdditiveAttention, EfficientAdditiveAttentionInference)):
+            raise TypeError("MapAdditiveAttention copies an EfficientAdditiveAttention (or its inference module), "
+                            f"got {type(attn).__name__}")
         D = attn.dim
         w, b = attn.qk.weight.detach(), attn.qk.bias.detach()        # [2D, D], [2D]
         self.to_query = _conv1x1(w[:D], b[:D])
         self.to_key = _conv1x1(w[D:], b[D:])
-        self.to_alpha = _conv1x1((attn.w_g.detach() * attn.scale).T, None)  # [D, 1] -> [1, D]
+        self.to_alpha = _conv1x1((attn.w_g.detach() * D ** -0.5).T, None)  # [D, 1] -> [1, D], alpha = Q w_g / sqrt(D)
         # final(Proj(G*K) + Q) = [W_f W_p | W_f] [G*K ; Q] + (W_f b_p + b_f): one conv on 2C channels,
         # the same 2 C^2 multiply-adds per pixel as the two linear layers, one op instead of three.
         a, m, c = attn.output_weights()                                # W_f^T, W_p^T W_f^T, W_f b_p + b_f
         self.out = _conv1x1(torch.cat([m.T, a.T], dim=1), c)           # [C, 2C]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = _unit(self.to_query(x), dim=1)                 # [B, C, H, W], unit over C
-        k = _unit(self.to_key(x), dim=1)
-        a = _unit(self.to_alpha(q), dim=(2, 3))            # [B, 1, H, W], unit over H, W
+        q = l2_normalize(self.to_query(x), dim=1)          # [B, C, H, W], unit over C
+        k = l2_normalize(self.to_key(x), dim=1)
+        a = l2_normalize(self.to_alpha(q), dim=(2, 3))     # [B, 1, H, W], unit over H, W
         g = (a * q).sum(dim=(2, 3), keepdim=True)          # [B, C, H, W] -> [B, C, 1, 1]
         return self.out(torch.cat([g * k, q], dim=1))      # G broadcast over H, W; [B, 2C, H, W] -> [B, C, H, W]
 

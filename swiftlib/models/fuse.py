@@ -1,5 +1,8 @@
 """Inference-time fusion for SwiftFormer: fold BatchNorms and layer scales into neighbouring layers,
-and merge the additive attention's ``Proj`` into its ``final`` layer.
+and swap each additive attention for its inference module (``Proj`` merged into ``final``).
+
+Shapes: the fused network maps ``[B, 3, H, W]`` images to ``[B, K]`` logits like the model it copies;
+every fold below is per channel ``C`` of a ``[B, C, H, W]`` map (or ``D`` of ``[B, N, D]`` tokens).
 
 In eval mode a BatchNorm is a per-channel affine map ``y = s * x + t`` with
 ``s = gamma / sqrt(running_var + eps)`` and ``t = beta - s * running_mean``, and a layer scale is a
@@ -13,7 +16,7 @@ BN -> 1x1 conv / linear (Mlp, head)    ``W' = W * s[i]``, ``b' = b + W t``   (no
 1x1 conv / linear -> layer scale       ``W' = g[o] * W``, ``b' = g * b``
 head BN -> avg pool -> Linear          the pool is linear and per channel, so BN moves past it
 head + head_dist, averaged             one Linear with ``(W + W_d) / 2``, ``(b + b_d) / 2``
-additive attention Proj -> final       ``W_f`` and ``W_f W_p`` side by side, ``W_f b_p + b_f``  (``reparameterize``)
+additive attention Proj -> final       ``W_f`` and ``W_f W_p`` side by side, ``W_f b_p + b_f``  (``reparameterize()``)
 =====================================  =============================================================
 
 The depthwise conv's BN could not fold *backwards* into a 3x3 conv with zero padding (the padded
@@ -29,7 +32,7 @@ from torch import nn
 from swiftlib.attention import EfficientAdditiveAttention
 from swiftlib.models.swiftformer import ConvEncoder, Downsample, Mlp, SwiftFormer, SwiftFormerEncoder
 
-__all__ = ["fuse_for_inference", "bn_scale_shift", "randomize_batchnorm_"]
+__all__ = ["fuse_for_inference", "bn_scale_shift"]
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,8 +86,9 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
     SwiftFormer Encoder's layer scale 1 into the attention's last linear layer and layer scale 2
     into ``fc2``; the Mlp's leading BN into ``fc1``; the head BN into the classifier; and the
     classifier and distillation heads into one averaged Linear (eval output is their mean anyway).
-    Each additive attention is then reparameterized
-    (:meth:`~swiftlib.attention.EfficientAdditiveAttention.reparameterize`: ``Proj`` merged into ``final``).
+    Each additive attention is then replaced by its inference module (``encoder.attn =
+    encoder.attn.reparameterize()``, :class:`~swiftlib.attention_inference.EfficientAdditiveAttentionInference`:
+    ``Proj`` merged into ``final``); the other token mixers stay as they are.
 
     With ``channels_last`` (default) the weights and every input are put in NHWC memory layout:
     oneDNN's convolutions on CPU run without layout reorders and the ``[B, C, H, W] -> [B, N, D]``
@@ -127,8 +131,8 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
             module.layer_scale_2 = nn.Identity()
 
     for module in list(m.modules()):  # after the layer-scale folds into attn.final: merge Proj into final
-        if isinstance(module, EfficientAdditiveAttention):
-            module.reparameterize()
+        if isinstance(module, SwiftFormerEncoder) and isinstance(module.attn, EfficientAdditiveAttention):
+            module.attn = module.attn.reparameterize()
 
     # head: BN -> mean -> Linear == mean -> Linear' ; then average the two heads into one.
     _fold_bn_before(m.head, m.norm)
@@ -145,23 +149,3 @@ def fuse_for_inference(model: SwiftFormer, inplace: bool = False, channels_last:
         m.to(memory_format=torch.channels_last)
         m.channels_last = True
     return m.eval()
-
-
-@torch.no_grad()
-def randomize_batchnorm_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm2d trained-looking statistics and affine weights, in place (seeded).
-
-    A freshly built network has ``running_mean = 0, running_var = 1, weight = 1, bias = 0``: its
-    BatchNorms are (almost) the identity and folding them would prove nothing. Demos and
-    benchmarks of :func:`fuse_for_inference` call this first.
-    """
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-            if m.affine:
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-    return model

@@ -1,0 +1,5 @@
+"""``python -m swiftlib.bench attention|models|train [options]`` (see :mod:`swiftlib.bench.cli`)."""
+from swiftlib.bench.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""``python -m swiftlib.export ...``: see :mod:`swiftlib.export.cli`."""
+import sys
+
+from swiftlib.export.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
