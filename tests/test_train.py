@@ -1,12 +1,14 @@
-"""swiftlib.train: the CLI on a tiny JPEG tree, learning, bit-exact resume, DDP, NaN stop, recipes.
+"""swiftlib.train: the CLI on a tiny JPEG tree, learning, bit-exact resume, DDP, NaN stop, recipes,
+checkpoints that load with ``weights_only=True`` and files that would run code.
 
 References: the paper recipe values come from the facts file (§4); top-1/top-5 are checked
 against a hand count on known logits; resume and DDP are checked against an uninterrupted run
-and against the other rank, weight for weight.
+and against the other rank, weight for weight; RNG states against the draws of the saved generators.
 """
 import dataclasses
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -14,13 +16,21 @@ import sys
 import textwrap
 from pathlib import Path
 
+import matplotlib
+import numpy as np
 import pytest
+import timm
 import torch
+from helpers import write_image_folder
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import swiftlib.data as D
 import swiftlib.train as T
+import swiftlib.viz as V
+from swiftlib.models import create_model, resolve_name, save_checkpoint
+from swiftlib.train.config import use_batch_augment
+from swiftlib.train.state import decode_rng, encode_rng
 
 ROOT = Path(__file__).resolve().parent.parent
 WNIDS = ["n01440764", "n02102040", "n02979186"]
@@ -38,7 +48,7 @@ def _env(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """3 classes x 8 JPEGs per split, one corrupt JPEG per split."""
-    return D.write_image_folder(tmp_path_factory.mktemp("tree"), WNIDS, 8, corrupt=1)
+    return write_image_folder(tmp_path_factory.mktemp("tree"), WNIDS, 8, corrupt=1)
 
 
 def _run(args, **kw):
@@ -69,8 +79,8 @@ def test_cli_trains_tiny_tree_then_resumes(tree, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((out / "metrics.json").read_text())
     assert [row["epoch"] for row in rows] == [1, 2]
-    state = torch.load(out / "last.pth", map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2 and state["global_step"] == 2  # batch clamped to the 24 images: 1 step an epoch
+    state = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 2 and state["train_state"]["global_step"] == 2  # batch clamped to 24 images: 1 step
 
     r = _run([sys.executable, "-m", "swiftlib.train", "--evaluate", str(out / "best.pth"), "--batch-size", "8"])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -112,8 +122,8 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tree, tmp_path):
 
     first = T.fit(**_resume_kw(tree, tmp_path / "b"), callback=interrupt_at_step_4)
     assert first["status"] == "interrupted"
-    saved = torch.load(tmp_path / "b" / "last.pth", map_location="cpu", weights_only=False)
-    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 1, 4)
+    saved = torch.load(tmp_path / "b" / "last.pth", map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["train_state"]["step_in_epoch"], saved["train_state"]["global_step"]) == (1, 1, 4)
     resumed = T.fit(**_resume_kw(tree, tmp_path / "b"), resume="auto")
     assert resumed["status"] == "done"
 
@@ -124,9 +134,12 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tree, tmp_path):
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("img_per_s", "epoch_seconds")} for r in h]  # noqa: E731
     assert strip(straight["history"]) == strip(resumed["history"])
+    # last.pth is a checkpoint like any other: its weights start a fine-tuning run (--init-checkpoint)
+    warm = create_model("swiftformer_xs", num_classes=3, checkpoint=tmp_path / "b" / "last.pth").state_dict()
+    assert all(torch.equal(warm[k], b[k]) for k in b)
     # the run really moved: weights differ from a fresh model with the same seed
     torch.manual_seed(3)
-    fresh = T._build_model(T.resolve_config(model="swiftformer_xs"), 3).state_dict()
+    fresh = create_model("swiftformer_xs", num_classes=3).state_dict()
     assert not torch.equal(fresh["head.weight"], a["head.weight"])
 
 
@@ -163,7 +176,7 @@ def test_batch_augment_needs_images_in_memory_and_crop_flip_only(tree, tmp_path)
     train, val = T.build_datasets(cfg)
     assert isinstance(train, D.ArrayDataset) and not train.raw and train.transform is not None
     assert not hasattr(train, "batch_transform") and val.transform is not None
-    assert not T._use_batch_augment(cfg, train)  # auto: per image, the recipe has colour jitter
+    assert not use_batch_augment(cfg, train)  # auto: per image, the recipe has colour jitter
 
 
 def test_explicit_batch_augment_with_an_unsuitable_passed_in_dataset_is_an_error(tree, tmp_path):
@@ -203,7 +216,7 @@ def test_evaluate_checkpoint_of_a_batch_augmented_run_without_cache(tree, tmp_pa
     cached = D.build_dataset("folder", tree, "train", 32, cache=True, cache_size=40)
     out = tmp_path / "run"
     T.fit(train_dataset=cached, **{**_batch_augment_kw(tree, out), "epochs": 1, "cache": False})
-    best = torch.load(out / "best.pth", map_location="cpu", weights_only=False)
+    best = torch.load(out / "best.pth", map_location="cpu", weights_only=True)
     assert best["config"]["batch_augment"] is True and best["config"]["cache"] is False
     ev = T.evaluate_checkpoint(out / "best.pth")
     assert ev["count"] == 24 and ev["top1"] == pytest.approx(best["val_top1"], abs=1e-3)
@@ -218,9 +231,8 @@ def test_evaluate_checkpoint_builds_only_the_validation_split(tree, tmp_path):
         D.build_dataset("folder", root, "train", 32)
     cfg = T.resolve_config(data="folder", data_dir=str(root), img_size=32, batch_size=8)
     torch.manual_seed(0)
-    model = T._build_model(cfg, len(WNIDS))
-    torch.save({"model": model.state_dict(), "ema": None, "config": dataclasses.asdict(cfg),
-                "num_classes": len(WNIDS), "class_names": WNIDS}, tmp_path / "w.pth")
+    model = create_model(cfg.model, num_classes=len(WNIDS))
+    save_checkpoint(model, tmp_path / "w.pth", ema=None, config=dataclasses.asdict(cfg), class_names=WNIDS)
     ev = T.evaluate_checkpoint(tmp_path / "w.pth")
     ref = T.evaluate(model, DataLoader(T.build_val_dataset(cfg), batch_size=8), torch.device("cpu"))
     assert ev["count"] == 24 and ev["top1"] == ref["top1"] and ev["loss"] == pytest.approx(ref["loss"])
@@ -239,6 +251,7 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # torchrun start-up of two processes
 def test_ddp_two_cpu_processes_keep_identical_weights(tree, tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(DDP_SCRIPT)
@@ -246,8 +259,8 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tree, tmp_path):
     r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
               str(script), str(tree), str(out)])
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
-    r0 = torch.load(out / "rank0.pt", weights_only=False)
-    r1 = torch.load(out / "rank1.pt", weights_only=False)
+    r0 = torch.load(out / "rank0.pt", weights_only=True)
+    r1 = torch.load(out / "rank1.pt", weights_only=True)
     for k, v in r0["model"].items():
         assert torch.equal(v, r1["model"][k]), k
     timing = ("img_per_s", "epoch_seconds")
@@ -255,15 +268,15 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tree, tmp_path):
         [{k: v for k, v in row.items() if k not in timing} for row in r1["history"]]
     assert len(r0["history"]) == 2
     # 24 images over 2 ranks x batch 4: 3 steps an epoch; validation counts every image exactly once
-    state = torch.load(out / "last.pth", map_location="cpu", weights_only=False)
-    assert state["global_step"] == 6 and len(state["rng"]) == 2
+    state = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    assert state["train_state"]["global_step"] == 6 and len(state["train_state"]["rng"]) == 2
     ev = T.evaluate(_loaded(state), DataLoader(D.build_dataset("folder", tree, "val", 32), batch_size=8),
                     torch.device("cpu"))
     assert ev["count"] == 24 and ev["top1"] == pytest.approx(r0["history"][-1]["val_top1"], abs=1e-3)
 
 
 def _loaded(state):
-    model = T._build_model(T.resolve_config(model="swiftformer_xs"), state["num_classes"])
+    model = create_model("swiftformer_xs", num_classes=state["num_classes"])
     model.load_state_dict(state["model"])
     return model
 
@@ -310,9 +323,16 @@ def test_bad_settings_are_clear_errors(tree, tmp_path):
         res = T.fit(data="folder", data_dir=str(tree), batch_size=64, img_size=32, out=str(tmp_path / "w"),
                     progress=False)
     assert res["config"].batch_size == 24 and res["history"][0]["epoch"] == 1
+    kw = dict(data="folder", data_dir=str(tree), batch_size=8, img_size=32, out=str(tmp_path), progress=False)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-        T.fit(data="folder", data_dir=str(tree), batch_size=8, img_size=32, out=str(tmp_path), progress=False,
-              resume=str(tmp_path / "nope.pth"))
+        T.fit(**kw, resume=str(tmp_path / "nope.pth"))
+    weights_only = save_checkpoint(create_model("swiftformer_xs", num_classes=3), tmp_path / "best.pth")
+    with pytest.raises(ValueError, match="no training state.*resume from the run's last.pth"):
+        T.fit(**kw, resume=str(weights_only))
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda"):
+        T.fit(**kw, device="tpu")
+    with pytest.raises(ValueError, match="unknown model 'swiftformer_xxl'"):
+        T.resolve_config(model="swiftformer_xxl")
 
 
 # --------------------------------------------------------------------------- recipes and metrics
@@ -320,10 +340,12 @@ def test_paper_recipe_matches_facts():
     xs = T.resolve_config(recipe="paper", model="swiftformer_xs")
     s = T.resolve_config(recipe="paper", model="swiftformer_s")
     l1 = T.resolve_config(recipe="paper", model="swiftformer_l1")
-    for c in (xs, s, l1):  # facts file §4
-        assert (c.epochs, c.lr, c.lr_batch, c.weight_decay, c.warmup_epochs) == (300, 2e-3, 2048, 0.025, 5)
+    for c in (xs, s, l1):  # facts file §4 (lr 2e-3 at any batch: no linear scaling, lr_batch 0)
+        assert (c.epochs, c.lr, c.lr_batch, c.weight_decay, c.warmup_epochs) == (300, 2e-3, 0, 0.025, 5)
         assert (c.warmup_lr, c.min_lr, c.smoothing, c.re_prob, c.repeated_aug) == (1e-6, 1e-5, 0.1, 0.25, 3)
         assert (c.ema_decay, c.clip_grad, c.clip_mode, c.img_size, c.color_jitter) == (0.99996, 0.01, "agc", 224, 0.4)
+        assert (c.re_mode, c.re_count, c.sched_on, c.amp, c.eval_every) == ("pixel", 1, "epoch", False, 20)
+        assert (c.teacher, c.distill_alpha, c.distillation) == ("regnety_160", 0.5, True)
         assert c.crop_pct == pytest.approx(224 / 256)
     assert (l1.auto_augment, l1.mixup, l1.cutmix) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0)
     assert (s.auto_augment, s.mixup, s.cutmix) == ("rand-m9-mstd0.5-inc1", 0.0, 0.0)  # S: no mixup / cutmix
@@ -331,10 +353,21 @@ def test_paper_recipe_matches_facts():
     assert T.resolve_config(recipe="paper", model="swiftformer_xs", mixup=0.3).mixup == 0.3  # flags win
 
 
-def test_cli_flags_cover_every_option():
-    parser = T._parser()
-    flags = {a.dest for a in parser._actions}
-    assert {f for f in T.TrainConfig.__dataclass_fields__} <= flags
+#: facts §4: (RandAugment, mixup, cutmix) of the paper recipe; XS disables all three, S mixup and cutmix
+PAPER_AUGMENTATION = {"xs": ("none", 0.0, 0.0), "s": ("rand-m9-mstd0.5-inc1", 0.0, 0.0),
+                      "l1": ("rand-m9-mstd0.5-inc1", 0.8, 1.0), "l3": ("rand-m9-mstd0.5-inc1", 0.8, 1.0)}
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_AUGMENTATION))
+def test_paper_recipe_exceptions_hold_under_every_model_spelling(variant):
+    spellings = [variant, variant.upper(), f"swiftformer_{variant}", f"SwiftFormer-{variant.upper()}",
+                 f"SwiftFormer_{variant.upper()}", f"swiftformer {variant}", f"  SWIFTFORMER-{variant}  ",
+                 f"Swiftformer__{variant.capitalize()}"]
+    for name in spellings:
+        assert resolve_name(name) == f"swiftformer_{variant}"  # create_model accepts this spelling
+        cfg = T.resolve_config(model=name, recipe="paper")
+        assert (cfg.auto_augment, cfg.mixup, cfg.cutmix) == PAPER_AUGMENTATION[variant], name
+        assert cfg.model == f"swiftformer_{variant}"  # config.json records the model, not the spelling
 
 
 def test_evaluate_counts_top1_top5_by_hand():
@@ -348,7 +381,6 @@ def test_evaluate_counts_top1_top5_by_hand():
 
 
 def test_teacher_hard_distillation_runs(tree, tmp_path):
-    import timm
     torch.set_num_threads(1)
     teacher = timm.create_model("resnet10t", num_classes=3)
     ck = tmp_path / "teacher.pth"
@@ -356,17 +388,65 @@ def test_teacher_hard_distillation_runs(tree, tmp_path):
     res = T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
                 teacher_checkpoint=str(ck), out=str(tmp_path / "kd"), progress=False)
     assert res["status"] == "done" and 0 < res["history"][0]["train_loss"] < 10
-    with pytest.raises(FileNotFoundError, match="teacher checkpoint"):
+    with pytest.raises(FileNotFoundError, match="--teacher-checkpoint .*missing.pth: no such file"):
         T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
               teacher_checkpoint=str(tmp_path / "missing.pth"), out=str(tmp_path / "kd2"), progress=False)
 
 
+# --------------------------------------------------------------------------- nothing runs from a file
+def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
+    """Python's, NumPy's and torch's generators (cached Gaussians included) draw on as if never saved."""
+    D.seed_everything(7)
+    random.gauss(0, 1), np.random.randn(1), torch.rand(1)  # odd normal draws: a cached Gaussian each
+    torch.save(encode_rng(D.rng_state()), tmp_path / "rng.pth")
+    expected = random.gauss(0, 1), random.random(), np.random.randn(3).tolist(), torch.rand(3)
+    D.seed_everything(99)
+    D.set_rng_state(decode_rng(torch.load(tmp_path / "rng.pth", weights_only=True)))
+    drawn = random.gauss(0, 1), random.random(), np.random.randn(3).tolist(), torch.rand(3)
+    assert drawn[:3] == expected[:3] and torch.equal(drawn[3], expected[3])
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(marker, "w")``: a file appears if the loader executes the pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_files_that_would_run_code_are_refused_by_every_entry_point(tree, tmp_path):
+    marker = tmp_path / "marker"
+    out = tmp_path / "run"
+    out.mkdir()
+    evil = out / "last.pth"
+    torch.save({"model": {"head.weight": torch.zeros(3, 220)}, "epoch": 0, "config": {},
+                "train_state": {"rng": [_RunsCode(marker)]}}, evil)
+    kw = dict(data="folder", data_dir=str(tree), batch_size=8, img_size=32, out=str(out), progress=False)
+    blocked = r"io\.open|builtins\.open"
+    with pytest.raises(ValueError, match=blocked):
+        T.fit(**kw, resume=str(evil))
+    with pytest.raises(ValueError, match=blocked):
+        T.fit(**kw, resume="auto")  # out/last.pth
+    with pytest.raises(ValueError, match=blocked):
+        T.fit(**kw, init_checkpoint=str(evil))
+    with pytest.raises(ValueError, match=blocked):
+        T.evaluate_checkpoint(evil)
+    with pytest.raises(ValueError, match=blocked):
+        T.main(["--evaluate", str(evil)])
+    with pytest.raises(ValueError, match=blocked):
+        T.main(["--data", "folder", "--data-dir", str(tree), "--img-size", "32", "--out", str(out), "--resume",
+                str(evil), "--no-progress"])
+    with pytest.raises(Exception, match=blocked):  # the teacher's file is read by timm, also weights only
+        T.fit(**kw, teacher="resnet10t", teacher_checkpoint=str(evil))
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the file really runs code when unpickled in full
+    assert marker.exists()
+
+
 # --------------------------------------------------------------------------- notebook 04 plots (headless)
 def test_confusion_counts_match_histogram2d_and_plots_render():
-    import matplotlib
-    import numpy as np
-
-    import swiftlib.viz as V
     matplotlib.use("Agg")
     rng = np.random.default_rng(0)
     t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
