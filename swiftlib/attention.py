@@ -21,7 +21,10 @@ variant (``VARIANTS``)  class                                    cost in N
 =====================  =======================================  ==========================
 
 ``forward(x, return_attn=True)`` also returns what each mixer "looks at" (see each class); the
-default path computes nothing extra. Each ``forward`` reads as its paper's equations; the fast
+default path computes nothing extra. Every forward first checks ``x``: ``[B, N, D]`` tokens of the
+module's dtype (a float64 or integer ``x`` into a float32 module is a ValueError naming both dtypes;
+another floating dtype passes under ``torch.autocast`` only, as mixed-precision training needs). The
+cost functions take positive integer sizes (a ValueError names the argument otherwise). Each ``forward`` reads as its paper's equations; the fast
 inference form of the additive attention is a module of its own,
 :class:`~swiftlib.attention_inference.EfficientAdditiveAttentionInference`
 (``EfficientAdditiveAttention.reparameterize()`` returns one).
@@ -47,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swiftlib.attention_inference import EfficientAdditiveAttentionInference
+from swiftlib.attention_inference import EfficientAdditiveAttentionInference, check_sizes, check_tokens
 
 __all__ = [
     "SelfAttention",
@@ -63,19 +66,10 @@ __all__ = [
 ]
 
 
-def _check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
-    """Raise a ValueError naming the expected ``[B, N, D]`` shape if ``x`` does not have it."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} expects a torch.Tensor of shape [B, N, {dim}], got {type(x).__name__}")
-    if x.dim() != 3:
-        hint = " (a [B, C, H, W] map? flatten it: x.flatten(2).transpose(1, 2))" if x.dim() == 4 else ""
-        raise ValueError(
-            f"{name} expects tokens of shape [B, N, D] with D={dim}; got rank {x.dim()} "
-            f"shape {tuple(x.shape)}{hint}")
-    if x.shape[-1] != dim:
-        raise ValueError(
-            f"{name} expects tokens of shape [B, N, D] with D={dim}; got last dimension "
-            f"{x.shape[-1]} (shape {tuple(x.shape)})")
+def _check_tokens(m: nn.Module, x: torch.Tensor) -> None:
+    """:func:`~swiftlib.attention_inference.check_tokens` for mixer ``m``: ``[B, N, m.dim]`` tokens of the
+    dtype of its weights (another floating dtype passes under autocast only)."""
+    check_tokens(x, m.dim, getattr(m, m.output_layer).weight.dtype, type(m).__name__)
 
 
 def l2_normalize(x: torch.Tensor, dim, eps: float = 1e-12) -> torch.Tensor:
@@ -86,8 +80,7 @@ def l2_normalize(x: torch.Tensor, dim, eps: float = 1e-12) -> torch.Tensor:
 
 
 def _check_heads(dim: int, num_heads: int, name: str) -> None:
-    if dim <= 0 or num_heads <= 0:
-        raise ValueError(f"{name}: dim and num_heads must be positive, got dim={dim}, num_heads={num_heads}")
+    check_sizes(name, dim=dim, num_heads=num_heads)
     if dim % num_heads:
         raise ValueError(
             f"{name}: dim={dim} is not divisible by num_heads={num_heads}; tokens of shape [B, N, D] "
@@ -122,7 +115,7 @@ class SelfAttention(_HeadsAttention):
     """
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        _check_tokens(x, self.dim, type(self).__name__)
+        _check_tokens(self, x)
         B, N, D = x.shape
         h, dh = self.num_heads, self.head_dim
         qkv = self.qkv(x).reshape(B, N, 3, h, dh).permute(2, 0, 3, 1, 4)  # [B, N, 3D] -> [3, B, h, N, d']
@@ -138,11 +131,14 @@ class SelfAttention(_HeadsAttention):
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:
         """qkv 3nD^2 + QK^T n^2 D + AV n^2 D + proj nD^2 (independent of the head count)."""
+        check_sizes("SelfAttention.macs", n=n, d=d, heads=heads)
         return 4 * n * d * d + 2 * n * n * d
 
     @staticmethod
     def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
         """qkv (3nD) + scaled queries (nD) + scores and softmax (2 h n^2) + context (nD) + heads merged (nD)."""
+        check_sizes("SelfAttention.activation_memory", n=n, d=d, heads=heads, batch=batch,
+                    bytes_per_element=bytes_per_element)
         return batch * bytes_per_element * (6 * n * d + 2 * heads * n * n)
 
 
@@ -160,7 +156,8 @@ class TransposedAttention(_HeadsAttention):
 
     Shapes: ``x [B, N, D] -> [B, N, D]``; channel map ``[B, h, d', d']``.
     ``forward(x, return_attn=True)`` returns ``(out, attn)`` with that map (rows sum to 1).
-    Parameter names follow ``timm.models.xcit.XCA`` (``qkv``, ``temperature``, ``proj``).
+    Parameter names follow ``timm.models.xcit.XCA`` (``qkv``, ``temperature``, ``proj``);
+    :meth:`no_weight_decay` names the temperature, which gets none.
     """
 
     def __init__(self, dim: int, num_heads: int = 1, qkv_bias: bool = True):
@@ -168,7 +165,7 @@ class TransposedAttention(_HeadsAttention):
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))  # tau_h, one per head
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        _check_tokens(x, self.dim, type(self).__name__)
+        _check_tokens(self, x)
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 4, 1)
         q, k, v = qkv.unbind(0)                                  # [B, N, 3D] -> 3 x [B, h, d', N]
@@ -179,15 +176,24 @@ class TransposedAttention(_HeadsAttention):
         out = self.proj(out)                                     # [B, N, D]
         return (out, attn) if return_attn else out
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """``{"temperature"}``: no weight decay on ``tau_h`` (as XCiT, EdgeNeXt and timm): decay would pull the
+        temperature towards 0 and flatten every softmax. timm's ``create_optimizer_v2`` reads this."""
+        return {"temperature"}
+
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:
         """qkv 3nD^2 + Q^T K and AV each n D^2 / h + proj nD^2."""
+        check_sizes("TransposedAttention.macs", n=n, d=d, heads=heads)
         return 4 * n * d * d + 2 * n * d * d // heads
 
     @staticmethod
     def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
         """qkv (3nD) + normalised q, k (2nD) and their norms, clamped (4D) + map, scaled map and softmax
         (3 D^2 / h) + context (nD) + heads merged (nD)."""
+        check_sizes("TransposedAttention.activation_memory", n=n, d=d, heads=heads, batch=batch,
+                    bytes_per_element=bytes_per_element)
         return batch * bytes_per_element * (7 * n * d + 3 * d * d // heads + 4 * d)
 
 
@@ -216,7 +222,7 @@ class SeparableAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        _check_tokens(x, self.dim, type(self).__name__)
+        _check_tokens(self, x)
         D = self.dim
         query, key, value = self.qkv_proj(x).split([1, D, D], dim=-1)  # [B, N, 1 + 2D] -> [B, N, 1], 2 x [B, N, D]
         scores = query.softmax(dim=1)                                  # [B, N, 1], sums to 1 over N
@@ -227,11 +233,14 @@ class SeparableAttention(nn.Module):
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:
         """qkv_proj nD(1 + 2D) + context nD + out_proj nD^2."""
+        check_sizes("SeparableAttention.macs", n=n, d=d, heads=heads)
         return n * d * (1 + 2 * d) + n * d + n * d * d
 
     @staticmethod
     def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
         """qkv (n(1 + 2D)) + scores (n) + context (D) + ReLU(V) * c_v (2nD)."""
+        check_sizes("SeparableAttention.activation_memory", n=n, d=d, heads=heads, batch=batch,
+                    bytes_per_element=bytes_per_element)
         return batch * bytes_per_element * (n * (1 + 2 * d) + n + d + 2 * n * d)
 
 
@@ -289,7 +298,7 @@ class EfficientAdditiveAttention(nn.Module):
                 state_dict[f"{prefix}proj.{kind}"] = state_dict.pop(old)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        _check_tokens(x, self.dim, type(self).__name__)
+        _check_tokens(self, x)
         q, k = self.qk(x).chunk(2, dim=-1)                # [B, N, D] -> [B, N, 2D] -> 2 x [B, N, D]
         q = l2_normalize(q, dim=-1)                        # Qhat: unit L2 norm per token
         k = l2_normalize(k, dim=-1)                        # Khat
@@ -326,12 +335,15 @@ class EfficientAdditiveAttention(nn.Module):
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:
         """qk 2nD^2 + Q w_g nD + G = a^T Q nD + Proj nD^2 + final nD^2."""
+        check_sizes("EfficientAdditiveAttention.macs", n=n, d=d, heads=heads)
         return 4 * n * d * d + 2 * n * d
 
     @staticmethod
     def activation_memory(n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
         """qk (2nD) + Qhat, Khat (2nD) and their norms, clamped (4n) + Q w_g, alpha (2n) + a (n) and its norm,
         clamped (2) + G (D) + G * K, Proj(G * K), Proj + Q (3nD)."""
+        check_sizes("EfficientAdditiveAttention.activation_memory", n=n, d=d, heads=heads, batch=batch,
+                    bytes_per_element=bytes_per_element)
         return batch * bytes_per_element * (7 * n * d + 7 * n + d + 2)
 
 
@@ -363,11 +375,13 @@ def variant_heads(name: str, heads: int) -> int:
 
 def attention_macs(name: str, n: int, d: int, heads: int = 1) -> int:
     """Analytic multiply-accumulates of one forward of variant ``name`` on ``[1, n, d]`` tokens."""
+    check_sizes("attention_macs", n=n, d=d, heads=heads)
     _check_heads(d, heads, name)
     return _variant(name).macs(n, d, heads)
 
 
 def attention_memory(name: str, n: int, d: int, heads: int = 1, batch: int = 1, bytes_per_element: int = 4) -> int:
     """Analytic bytes of intermediate activations of one forward of variant ``name``."""
+    check_sizes("attention_memory", n=n, d=d, heads=heads, batch=batch, bytes_per_element=bytes_per_element)
     _check_heads(d, heads, name)
     return _variant(name).activation_memory(n, d, heads, batch=batch, bytes_per_element=bytes_per_element)

@@ -8,17 +8,66 @@ tokens, ``D`` channels.
 pattern: ``fast = attn.eval().reparameterize()``, ``attn`` itself unchanged). It computes the same
 function as the reference with the same matrix products (the same MACs) and fewer ops, passes and
 tensors, in place where it can; it runs without autograd and is for inference only. This module
-imports nothing from swiftlib.
+imports nothing from swiftlib, which makes it the home of the input checks every token mixer and the
+SwiftFormer share (:mod:`swiftlib.attention` imports them from here):
+
+* :func:`check_tokens` -- ``x`` is a ``[B, N, D]`` tensor of the module's dtype;
+* :func:`check_dtype` -- ``x`` has the module's floating dtype. Under autocast (mixed-precision
+  training feeds bf16 / fp16 activations into fp32 modules on purpose) another floating dtype is
+  allowed; integer tensors never are. The check is plain Python on ``x.dtype``, so ``torch.jit.trace``,
+  fvcore and ``torch.compile(fullgraph=True)`` see no extra op;
+* :func:`check_sizes` -- the sizes a cost formula takes (``n``, ``d``, ``heads``, ...) are positive integers.
 """
 from __future__ import annotations
+
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EfficientAdditiveAttentionInference"]
+__all__ = ["EfficientAdditiveAttentionInference", "check_tokens", "check_dtype", "check_sizes"]
 
 _EPS = 1e-12  # F.normalize's default eps: x / max(||x||, eps)
+
+
+def check_dtype(x: torch.Tensor, dtype: torch.dtype, name: str, what: str = "tokens") -> None:
+    """Raise a ValueError naming both dtypes if ``x`` is not of the module's ``dtype``.
+
+    A floating ``x`` of another dtype passes under autocast on ``x``'s device (AMP computes in
+    bf16 / fp16 while the weights stay fp32); a non-floating ``x`` (integer, bool) never passes.
+    """
+    if x.dtype == dtype:
+        return
+    if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+        return
+    fix = (f"convert one to the other (x.to({dtype}) or module.to({x.dtype})), or run under torch.autocast"
+           if x.is_floating_point() else f"convert the input to floating point: x.to({dtype})")
+    raise ValueError(f"{name} has {dtype} weights but got {what} of dtype {x.dtype}; {fix}")
+
+
+def check_tokens(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str) -> None:
+    """Raise a clear error if ``x`` is not a ``[B, N, dim]`` tensor of ``dtype`` (see :func:`check_dtype`)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor of shape [B, N, {dim}], got {type(x).__name__}")
+    if x.dim() != 3:
+        hint = " (a [B, C, H, W] map? flatten it: x.flatten(2).transpose(1, 2))" if x.dim() == 4 else ""
+        raise ValueError(
+            f"{name} expects tokens of shape [B, N, D] with D={dim}; got rank {x.dim()} "
+            f"shape {tuple(x.shape)}{hint}")
+    if x.shape[-1] != dim:
+        raise ValueError(
+            f"{name} expects tokens of shape [B, N, D] with D={dim}; got last dimension "
+            f"{x.shape[-1]} (shape {tuple(x.shape)})")
+    check_dtype(x, dtype, name)
+
+
+def check_sizes(where: str, **sizes) -> None:
+    """Raise a ValueError naming the argument unless every value of ``sizes`` is a positive integer
+    (Python or NumPy int, not bool): ``check_sizes("attention_macs", n=n, d=d, heads=heads)``."""
+    for arg, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise ValueError(f"{where}: {arg} must be a positive integer, got {value!r}")
 
 
 def _frozen(t: torch.Tensor) -> nn.Parameter:
@@ -73,13 +122,12 @@ class EfficientAdditiveAttentionInference(nn.Module):
     @staticmethod
     def macs(n: int, d: int, heads: int = 1) -> int:
         """qk 2nD^2 + Q w_g nD + a^T Q nD + the merged output product 2nD^2 (the reference's count)."""
+        check_sizes("EfficientAdditiveAttentionInference.macs", n=n, d=d, heads=heads)
         return 4 * n * d * d + 2 * n * d
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, return_attn: bool = False):
-        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"{type(self).__name__} expects tokens [B, N, {self.dim}], got "
-                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        check_tokens(x, self.dim, self.w_g.dtype, type(self).__name__)
         B, N, D = x.shape
         qk = F.linear(x, self.qk.weight, self.qk.bias).view(B * N, 2, D)  # [B, N, 2D] -> [B*N, 2, D] = [Q | K]
         norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)          # [B*N, 2, 1]

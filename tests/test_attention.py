@@ -231,10 +231,12 @@ def test_output_weights_are_the_merged_output_layer(inference):
 
 def test_inference_module_rejects_wrong_shapes():
     fast = A.EfficientAdditiveAttention(32).eval().reparameterize()
-    for bad in (torch.randn(10, 32), torch.randn(1, 32, 4, 4), torch.randn(1, 10, 31)):
-        with pytest.raises(ValueError, match=r"expects tokens \[B, N, 32\], got \("):
+    for bad, what in ((torch.randn(10, 32), "rank 2"), (torch.randn(1, 32, 4, 4), "rank 4"),
+                      (torch.randn(1, 10, 31), "last dimension 31")):
+        with pytest.raises(ValueError, match=rf"EfficientAdditiveAttentionInference expects tokens of shape \[B, N, D\] "
+                                             rf"with D=32; got {what}"):
             fast(bad)
-    with pytest.raises(ValueError, match="got list"):
+    with pytest.raises(TypeError, match="got list"):
         fast([[0.0] * 32])
 
 

@@ -10,6 +10,10 @@ Layouts of a SwiftFormer state dict (names of tensors; shapes are the model's ow
 * swiftlib: timm's names with the fused ``attn.qk`` (``[to_query; to_key]``), as
   :func:`save_checkpoint` writes them: ``{"model": sd, "arch", "attention", "num_classes", **extra}``.
 
+Every file is read by :func:`read_checkpoint` with ``torch.load(weights_only=True)``: tensors and plain
+values only, nothing in a file runs. :func:`checkpoint_num_classes` reads the classifier size a
+checkpoint holds.
+
 The attention's own load hook (:class:`swiftlib.attention.EfficientAdditiveAttention`) maps
 ``to_query`` + ``to_key`` -> ``qk`` and ``Proj`` -> ``proj``; :func:`remap_official_keys` does the rest.
 """
@@ -29,7 +33,8 @@ from torch import nn
 
 from swiftlib.io import atomic_torch_save
 
-__all__ = ["load_checkpoint", "save_checkpoint", "remap_official_keys", "to_official_keys", "LoadReport"]
+__all__ = ["read_checkpoint", "load_checkpoint", "checkpoint_num_classes", "save_checkpoint", "remap_official_keys",
+           "to_official_keys", "LoadReport", "CheckpointMismatchError"]
 
 _HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 
@@ -94,24 +99,52 @@ class LoadReport:
     message: str = ""
 
 
-def _read_checkpoint(path: Path, weights_only: bool) -> object:
+#: Why a file that needs more than tensors and plain values is refused, and what to do instead.
+_TRUST_HINT = ("swiftlib never runs code from a checkpoint (every file is read with torch.load(weights_only=True)); "
+               "re-save the tensors with torch.save(model.state_dict(), path) in a trusted environment")
+
+
+def _only_weights(weights_only: bool) -> None:
+    if weights_only is not True:
+        raise ValueError(f"weights_only must be True, got {weights_only!r}: {_TRUST_HINT}")
+
+
+def read_checkpoint(path) -> object:
+    """The one file reader of swiftlib's checkpoints: ``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    Only tensors and plain Python values (dicts, lists, numbers, strings) load; nothing in the file
+    is run. A file that needs any other global (a class, a function: the way a pickle runs code) is
+    refused with a ValueError naming it. A missing path, a directory, a truncated or non-PyTorch file
+    each get their own one-line error (FileNotFoundError, IsADirectoryError, ValueError).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"read_checkpoint expects a file path (str or os.PathLike), got {type(path).__name__}")
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"expected a checkpoint file, got a directory: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
     except pickle.UnpicklingError as e:
-        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
-        if weights_only and glob:
-            raise ValueError(
-                f"{path} holds Python objects besides tensors ({glob.group(1)}, e.g. training arguments); "
-                f"if you trust the file, pass weights_only=False") from e
-        raise ValueError(f"{path} is not a PyTorch checkpoint: it does not unpickle as a torch.save file") from e
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if blocked:  # torch's message would suggest weights_only=False: not an option here
+            raise ValueError(f"refused to load {path}: it needs the Python global {blocked.group(1)}, and "
+                             f"loading that could run code from the file; {_TRUST_HINT}") from None
+        raise ValueError(f"{path} is not a PyTorch checkpoint: it does not unpickle as a torch.save file "
+                         f"of tensors and plain values") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, UnicodeDecodeError) as e:
         size = path.stat().st_size
         raise ValueError(f"could not read checkpoint {path} ({size} bytes): the file is truncated or is not a "
                          f"PyTorch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _read_checkpoint(path, weights_only: bool = True) -> object:
+    """Alias of :func:`read_checkpoint` for callers that still import the private name (only ``weights_only=True``)."""
+    _only_weights(weights_only)
+    return read_checkpoint(path)
 
 
 def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
@@ -155,44 +188,135 @@ def _fit_heads(sd: dict, own: Mapping, model: nn.Module, report: LoadReport) -> 
     return sd, notes
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model. The message is one line naming what differs (widths,
+    depths, attention, classes); the detail stays here: ``differences`` (those phrases), ``missing``,
+    ``unexpected`` (key names) and ``shapes`` (``"key: checkpoint (..) vs model (..)"``)."""
+
+    def __init__(self, message: str, differences=(), missing=(), unexpected=(), shapes=()):
+        super().__init__(message)
+        self.differences, self.missing = list(differences), list(missing)
+        self.unexpected, self.shapes = list(unexpected), list(shapes)
+
+
+#: A parameter name under ``attn.`` -> the token mixer that has it (first match wins).
+_MIXER_KEYS = (("temperature", "transposed"), ("qkv_proj", "separable"), ("qkv", "self"),
+               ("qk", "additive"), ("to_query", "additive"))
+
+
+def _architecture(sd: Mapping[str, torch.Tensor]) -> dict:
+    """What a swiftlib/timm-layout state dict holds: ``widths`` and ``depths`` per stage, ``attention``, ``classes``."""
+    blocks: dict[int, set] = {}
+    widths: dict[int, int] = {}
+    mixer_params = set()
+    for k, v in sd.items():
+        m = re.match(r"^stages\.(\d+)\.blocks\.(\d+)\.(.*)$", k)
+        if not m:
+            continue
+        stage, rest = int(m.group(1)), m.group(3)
+        blocks.setdefault(stage, set()).add(int(m.group(2)))
+        if rest.endswith("dwconv.weight"):
+            widths[stage] = v.shape[0]                      # depthwise conv [C, 1, 3, 3]
+        if rest.startswith("attn."):
+            mixer_params.add(rest.split(".")[1])
+    head = sd.get("head.weight")
+    return {"widths": tuple(widths.get(i) for i in sorted(blocks)),
+            "depths": tuple(len(blocks[i]) for i in sorted(blocks)),
+            "attention": next((name for key, name in _MIXER_KEYS if key in mixer_params), None),
+            "classes": int(head.shape[0]) if head is not None and head.dim() == 2 else None}
+
+
+def _show(value) -> str:
+    return "none" if value is None else repr(value)
+
+
+def _differences(ck: dict, own: dict) -> list[str]:
+    """``"widths: checkpoint (..), model (..)"`` for every field of :func:`_architecture` that differs."""
+    if not ck["depths"]:
+        return ["the checkpoint holds no SwiftFormer stages ('stages.i.blocks.j.*' after the key map)"]
+    return [f"{field}: checkpoint {_show(ck[field])}, model {_show(own[field])}"
+            for field in ck if ck[field] != own[field]]
+
+
+def _mismatch(model: nn.Module, layout: str, diffs, missing=(), unexpected=(), shapes=()) -> CheckpointMismatchError:
+    """One-line error: what differs, then how many keys, with at most three examples of each kind."""
+    parts = list(diffs)
+    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if keys:
+            parts.append(f"{len(keys)} {what}, e.g. {list(keys)[:3]}")
+    return CheckpointMismatchError(
+        f"checkpoint ({layout} layout) does not fit this model ({_describe(model)}): " + "; ".join(parts),
+        diffs, missing, unexpected, shapes)
+
+
+def _state_dict_of(path_or_state_dict) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of a path (read with :func:`read_checkpoint`) or of an in-memory object, and where it came from."""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        where = str(path_or_state_dict)
+        return _extract_state_dict(read_checkpoint(path_or_state_dict), where), where
+    return _extract_state_dict(path_or_state_dict, "the given object"), "the given object"
+
+
+def _warn_non_finite(sd: Mapping[str, torch.Tensor], where: str) -> None:
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        warnings.warn(f"{where} holds non-finite values (nan or inf) in {len(bad)} of {len(sd)} tensors, e.g. "
+                      f"{bad[:3]}; the model will compute nan/inf from them (a diverged run?)", UserWarning,
+                      stacklevel=3)
+
+
+def checkpoint_num_classes(path_or_state) -> int:
+    """The class count of the classifier a checkpoint holds (``head.weight`` ``[K, C]``): a path or an in-memory
+    object, in the official, timm or swiftlib layout, also a training state with its weights under ``"model"``."""
+    sd, where = _state_dict_of(path_or_state)
+    head = remap_official_keys(sd).get("head.weight")
+    if head is None or head.dim() != 2:
+        raise ValueError(f"{where} holds no classifier ('head.weight' of shape [classes, channels])")
+    return int(head.shape[0])
+
+
 def load_checkpoint(model: nn.Module, path_or_state_dict, weights_only: bool = True,
                     strict: bool = True) -> LoadReport:
     """Load weights into a :class:`~swiftlib.models.SwiftFormer` from any of the three layouts, in place.
 
-    ``path_or_state_dict``: a file path (``torch.save`` output) or an in-memory dict. Accepted
-    layouts: the official repo's (``{'model': ...}`` with ``network.N``, ``patch_embed``,
-    ``dist_head``, ``attn.Proj``, bare ``layer_scale*``), timm's ``swiftformer_*`` state dicts, and
-    swiftlib's own (optionally wrapped by :func:`save_checkpoint`).
+    ``path_or_state_dict``: a file path (read with :func:`read_checkpoint`: tensors and plain values
+    only, nothing in the file runs) or an in-memory dict. Accepted layouts: the official repo's
+    (``{'model': ...}`` with ``network.N``, ``patch_embed``, ``dist_head``, ``attn.Proj``, bare
+    ``layer_scale*``), timm's ``swiftformer_*`` state dicts, and swiftlib's own (optionally wrapped by
+    :func:`save_checkpoint`, training states included). ``weights_only`` is always True (another
+    value is refused); the argument stays for callers that pass it.
 
     A classifier of a different size (``num_classes`` changed for fine-tuning) is skipped: the
     model's head(s) keep their fresh initialisation and a warning says so. A distillation head in
-    the checkpoint that the model lacks (``distillation=False``) is dropped, also with a warning.
-    Any other mismatch raises a ValueError listing the missing and unexpected keys and the shape
-    mismatches. Returns a :class:`LoadReport`.
+    the checkpoint that the model lacks (``distillation=False``) is dropped, also with a warning; so
+    are non-finite weights (nan / inf: loaded, with a warning naming them). A checkpoint of another
+    architecture raises a :class:`CheckpointMismatchError` (a ValueError) naming what differs
+    (widths, depths, attention, classes) before anything is loaded; other missing, unexpected or
+    misshapen keys raise it too. Returns a :class:`LoadReport`.
     """
-    if isinstance(path_or_state_dict, (str, os.PathLike)):
-        path = Path(path_or_state_dict)
-        sd = _extract_state_dict(_read_checkpoint(path, weights_only), str(path))
-    else:
-        sd = _extract_state_dict(path_or_state_dict, "the given object")
+    _only_weights(weights_only)
+    sd, where = _state_dict_of(path_or_state_dict)
+    _warn_non_finite(sd, where)
     report = LoadReport(layout=_detect_layout(sd))
     own = model.state_dict()
-    sd, notes = _fit_heads(remap_official_keys(sd), own, model, report)
-    misfit = f"checkpoint ({report.layout} layout) does not fit this model ({_describe(model)})"
+    sd = remap_official_keys(sd)
+    diffs = _differences(_architecture(sd), _architecture(own))
+    if any(not d.startswith("classes:") for d in diffs):  # another network: say so before touching the model
+        raise _mismatch(model, report.layout, diffs)
+    sd, notes = _fit_heads(sd, own, model, report)
     # Shape check on the keys the model will see (the attention hook fuses to_query/to_key later).
     sizes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
              for k, v in sd.items() if k in own and own[k].shape != v.shape]
     if sizes:
-        raise ValueError(f"{misfit}: {len(sizes)} shape mismatches, e.g. " + "; ".join(sizes[:8]))
+        raise _mismatch(model, report.layout, diffs, shapes=sizes)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shapes that only show after the attention's key map (to_query + to_key)
-        raise ValueError(f"{misfit}: {e}") from e
+        lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+        raise _mismatch(model, report.layout, diffs, shapes=lines or [str(e)]) from e
     missing = [k for k in missing if k not in report.reinitialised]
     if strict and (missing or unexpected):
-        raise ValueError(
-            f"{misfit}: {len(missing)} missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
-            f"{len(unexpected)} unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        raise _mismatch(model, report.layout, diffs, missing, unexpected)
     report.message = "; ".join(notes)
     if notes:
         warnings.warn(report.message, UserWarning, stacklevel=2)
@@ -200,9 +324,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, weights_only: bool = T
 
 
 def _describe(model: nn.Module) -> str:
-    name = getattr(model, "variant_name", type(model).__name__)
-    return (f"{name}, widths {getattr(model, 'widths', '?')}, depths {getattr(model, 'depths', '?')}, "
-            f"attention {getattr(model, 'attention', '?')!r}")
+    return getattr(model, "variant_name", None) or type(model).__name__
 
 
 def save_checkpoint(model: nn.Module, path, **extra) -> Path:

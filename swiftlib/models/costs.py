@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from swiftlib.attention import attention_macs
+from swiftlib.attention_inference import check_sizes
 from swiftlib.models.swiftformer import MIN_INPUT_SIZE, SWIFTFORMER_VARIANTS, resolve_name
 
 __all__ = ["stage_shapes", "swiftformer_macs"]
@@ -29,6 +30,7 @@ def _variant(name: str) -> dict:
 def stage_shapes(name: str, height: int, width: int | None = None) -> list[dict]:
     """Per stage: ``{"stage", "channels", "height", "width", "tokens"}`` for a ``height x width`` image."""
     width = height if width is None else width
+    check_sizes("stage_shapes", height=height, width=width)
     if min(height, width) < MIN_INPUT_SIZE:
         raise ValueError(f"SwiftFormer needs H, W >= {MIN_INPUT_SIZE}; got H, W = {height}, {width}")
     cfg = _variant(name)
@@ -53,6 +55,7 @@ def swiftformer_macs(name: str, height: int = 224, width: int | None = None, att
     (downsampling, Conv. Encoders, local representation, Mlp), ``attention`` its token mixer.
     """
     width = height if width is None else width
+    check_sizes("swiftformer_macs", height=height, width=width, num_classes=num_classes)
     cfg = _variant(name)
     shapes = stage_shapes(name, height, width)
     c1 = cfg["widths"][0]

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from swiftlib.attention import VARIANTS, build_attention
+from swiftlib.attention_inference import check_dtype, check_sizes
 from swiftlib.models.checkpoints import load_checkpoint
 
 __all__ = [
@@ -202,8 +203,7 @@ class SwiftFormer(nn.Module):
             raise ValueError(f"widths and depths must have the same length, got {len(widths)} and {len(depths)}")
         if attention not in VARIANTS:
             raise ValueError(f"unknown attention {attention!r}; choose one of {sorted(VARIANTS)}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_sizes("SwiftFormer", num_classes=num_classes, in_chans=in_chans)
         self.widths, self.depths = tuple(widths), tuple(depths)
         self.num_classes, self.in_chans = num_classes, in_chans
         self.attention, self.distillation = attention, distillation
@@ -213,6 +213,7 @@ class SwiftFormer(nn.Module):
             for i in range(len(widths))
         ])
         self.num_features = widths[-1]
+        self.total_stride = 4 * 2 ** (len(widths) - 1)  # stem 4, then 2 per downsampling: 32 for four stages
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes)
         self.head_dist = nn.Linear(self.num_features, num_classes) if distillation else None
@@ -228,7 +229,8 @@ class SwiftFormer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError naming the expected ``[B, in_chans, H, W]`` (H, W >= 32) if ``x`` differs."""
+        """Raise a clear error if ``x`` is not ``[B, in_chans, H, W]`` (H, W >= 32) of the model's dtype
+        (another floating dtype passes under autocast), or if training BatchNorms would see one value per channel."""
         if torch.jit.is_tracing():  # fvcore / ONNX export: shapes are fixed constants there
             return
         expected = f"[B, {self.in_chans}, H, W] with H, W >= {MIN_INPUT_SIZE}"
@@ -242,6 +244,20 @@ class SwiftFormer(nn.Module):
         if min(x.shape[2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"SwiftFormer expects images {expected} (the network's total stride); got "
                              f"H, W = {x.shape[2]}, {x.shape[3]}")
+        check_dtype(x, self.stem[0].weight.dtype, "SwiftFormer", what="images")
+        self._check_batchnorm_values(x)
+
+    def _check_batchnorm_values(self, x: torch.Tensor) -> None:
+        """In training, BatchNorm needs more than one value per channel; the last maps hold
+        ``B * ceil(H / stride) * ceil(W / stride)`` of them (one for a single image of at most 32 px a side)."""
+        if not (isinstance(self.norm, nn.BatchNorm2d) and self.norm.training):
+            return
+        h, w = (-(-side // self.total_stride) for side in x.shape[2:])  # ceil: each stride-2 conv rounds up
+        if x.shape[0] * h * w == 1:
+            raise ValueError(
+                f"a training-mode SwiftFormer got a batch of 1 image of {x.shape[2]}x{x.shape[3]} px, whose last "
+                f"maps are 1x1: BatchNorm needs more than one value per channel in training. Use a batch of at "
+                f"least 2, eval mode (model.eval()), or images larger than {self.total_stride} px on a side")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W] -> [B, C4, H/32, W/32]`` (ceil), after the head's BatchNorm."""
@@ -265,10 +281,17 @@ class SwiftFormer(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Full names of the parameters that get no weight decay: every token mixer's own
+        ``no_weight_decay()`` (the transposed attention's temperatures; none for the additive one).
+        timm's ``create_optimizer_v2(model, ...)`` puts them in a group with ``weight_decay=0``."""
+        return {f"{name}.{p}" for name, m in self.named_modules()
+                if m is not self and hasattr(m, "no_weight_decay") for p in m.no_weight_decay()}
+
     def reset_classifier(self, num_classes: int) -> None:
         """New, freshly initialised head(s) for ``num_classes`` classes (fine-tuning)."""
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_sizes("reset_classifier", num_classes=num_classes)
         self.num_classes = num_classes
         ref = self.head.weight
         self.head = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
