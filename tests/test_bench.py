@@ -151,8 +151,11 @@ def test_attention_cli_rejects_bad_arguments(capsys):
     assert "'cpu' or 'cuda" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["attention", "--threads", "0"])
-    with pytest.raises(ValueError, match="unknown attention variant"):
+    assert "--threads" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # a usage error before anything is measured
         bench.main(["attention", "--n", "16", "--variants", "linformer", "--min-run-time", "0.01"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--variants" in err and "unknown attention variant 'linformer'" in err
     with pytest.raises(ValueError, match="not divisible"):
         bench.attention_sweep([16], d=30, heads=4)
 
@@ -208,9 +211,10 @@ def test_expect_names_an_unknown_ratio_after_writing_the_results(tmp_path, capsy
         bench.main([*_QUICK_SWEEP, "--json", str(out), "--expect", "additive_over_timm@32<=0.8",
                     "--expect", "exponent_additive<=1.1"])  # no exponent: every n is below the fit's range
     assert err.value.code == 2
-    msg = capsys.readouterr().err
-    assert "no figure named 'additive_over_timm@32'" in msg and "no figure named 'exponent_additive'" in msg
-    assert "additive_over_timm_additive@32" in msg  # the names that exist are listed
+    (msg,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # one line
+    assert "--expect names ['additive_over_timm@32', 'exponent_additive']" in msg
+    assert "did you mean additive_over_timm_additive@32" in msg  # the closest name that exists
+    assert "additive_over_self@16" in msg  # and every name the run computes
     saved = json.loads(out.read_text())
     assert saved["points"] and [e["met"] for e in saved["expectations"]] == [None, None]
 

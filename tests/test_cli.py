@@ -1,9 +1,11 @@
 """swiftlib.cli: every tool answers a user error in one stderr line with exit status 2, a traceback only
-with --debug or SWIFTLIB_DEBUG, bugs still raise, Ctrl-C exits 130, parser errors and warnings are one line.
+with --debug or SWIFTLIB_DEBUG, bugs still raise, Ctrl-C exits 130, parser errors and warnings are one line;
+--expect bounds are parsed, judged, refused when unknown and printed the same way by every tool.
 
 References: the exit statuses are the shell conventions (2: usage error, 130: SIGINT); the messages are
-those the test raises itself.
+those the test raises itself; the expectation verdicts are worked out by hand from the numbers given.
 """
+import argparse
 import errno
 import subprocess
 import sys
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from swiftlib.cli import USER_ERRORS, ArgumentParser, debug_requested, one_line, run
+from swiftlib.cli import (USER_ERRORS, ArgumentParser, Expectation, ExpectationSyntaxError, add_expect_argument,
+                          check_expectations, debug_requested, one_line, parse_expectation, print_expectations,
+                          require_known, run)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +116,73 @@ def test_a_real_process_exits_2_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(script), "--debug"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+# --------------------------------------------------------------------------- --expect
+@pytest.mark.parametrize("text,expected", [
+    ("ratio@3136<=0.8", Expectation("ratio@3136", "<=", 0.8)),
+    ("  exponent_additive >= 1e-3 ", Expectation("exponent_additive", ">=", 0.001)),
+    ("a_over_b@16:min<=-2", Expectation("a_over_b@16:min", "<=", -2.0)),
+])
+def test_parse_expectation_reads_name_operator_number(text, expected):
+    assert parse_expectation(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["ratio", "ratio<0.8", "ratio=0.8", "ratio<=abc", "<=0.8", "ratio>=nan",
+                                 "ratio<=inf", "ratio <= 0.8 extra", ""])
+def test_parse_expectation_refuses_anything_else(bad):
+    with pytest.raises(ExpectationSyntaxError, match="NAME<=VALUE or NAME>=VALUE") as info:
+        parse_expectation(bad)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, argparse.ArgumentTypeError)
+
+
+def test_check_expectations_judges_each_bound_in_order():
+    bounds = [parse_expectation(t) for t in ("a<=0.8", "b<=1", "b>=2", "a>=0.5", "c<=1")]
+    records = check_expectations(bounds, {"a": 0.5, "b": 2.0})
+    assert records == [  # 0.5 <= 0.8 holds, 2 <= 1 does not, the bounds themselves are included, c is unknown
+        {"name": "a", "op": "<=", "value": 0.8, "actual": 0.5, "met": True},
+        {"name": "b", "op": "<=", "value": 1.0, "actual": 2.0, "met": False},
+        {"name": "b", "op": ">=", "value": 2.0, "actual": 2.0, "met": True},
+        {"name": "a", "op": ">=", "value": 0.5, "actual": 0.5, "met": True},
+        {"name": "c", "op": "<=", "value": 1.0, "actual": None, "met": None},
+    ]
+    assert check_expectations([], {"a": 1.0}) == []
+
+
+def test_require_known_names_the_unknown_and_the_choices():
+    bounds = [parse_expectation("ratio_non_cnst<=0.8"), parse_expectation("tile>=0"), parse_expectation("zzz<=1")]
+    with pytest.raises(ValueError) as info:
+        require_known(bounds, ["ratio_non_const", "tile"])
+    msg = str(info.value)
+    assert msg.startswith("--expect names ['ratio_non_cnst', 'zzz']") and "did you mean ratio_non_const?" in msg
+    assert "choose from ['ratio_non_const', 'tile']" in msg
+    require_known(bounds[1:2], {"tile": 0.0})  # every name known: no error
+
+
+def test_print_expectations_prints_one_line_per_judged_bound(capsys):
+    records = check_expectations([parse_expectation("a<=0.8"), parse_expectation("a>=0.8"),
+                                  parse_expectation("c<=1")], {"a": 0.51234})
+    print_expectations(records)
+    assert capsys.readouterr().out.splitlines() == ["expect a <= 0.8: measured 0.5123: met",
+                                                    "expect a >= 0.8: measured 0.5123: NOT met"]
+
+
+def test_expect_option_is_repeatable_and_a_bad_one_is_one_line(capsys):
+    p = ArgumentParser(prog="tool")
+    add_expect_argument(p, "figures: a, b")
+    assert p.parse_args([]).expect == []
+    got = p.parse_args(["--expect", "a<=1", "--expect", "b >= 2"]).expect
+    assert got == [Expectation("a", "<=", 1.0), Expectation("b", ">=", 2.0)]
+    with pytest.raises(SystemExit) as info:
+        p.parse_args(["--expect", "a<1"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "--expect" in err and "'a<1'" in err
+    p.print_help()
+    assert "figures: a, b" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_bad_expectation_inside_a_tool_is_a_user_error(capsys, monkeypatch):
+    monkeypatch.delenv("SWIFTLIB_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as info:
+        run(lambda argv: parse_expectation(argv[0]), ["x<1"], prog="tool")
+    assert info.value.code == 2 and capsys.readouterr().err.startswith("tool: error: expected NAME<=VALUE")

@@ -317,6 +317,32 @@ def test_eval_transform_is_resize_center_crop_normalise(clean_tree):
         D.build_transform(4, True)
 
 
+@pytest.mark.parametrize("mode", ["const", "rand", "pixel"])
+def test_random_erasing_takes_timms_mode_and_count(mode):
+    """re_mode / re_count reach timm's RandomErasing; what each mode paints, on a flat grey image erased
+    with probability 1: const zeros, rand one colour per channel (N(0, 1) draws), pixel noise per pixel."""
+    train = D.build_transform(32, True, scale=(1.0, 1.0), hflip=0.0, color_jitter=0.0, re_prob=1.0, re_mode=mode,
+                              re_count=3)
+    (erasing,) = [t for t in train.transforms if type(t).__name__ == "RandomErasing"]
+    assert (erasing.mode, erasing.max_count, erasing.probability) == (mode, 3, 1.0)
+    torch.manual_seed(0)
+    out = train(Image.new("RGB", (40, 40), (128, 128, 128)))          # [3, 32, 32]
+    grey = torch.tensor([(128 / 255 - m) / s for m, s in zip(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    changed = ~torch.isclose(out, grey.view(3, 1, 1), atol=1e-4)        # [3, 32, 32]: erased values
+    assert changed.any()
+    painted = out[changed]
+    if mode == "const":
+        assert torch.all(painted == 0)
+    elif mode == "rand":  # a box is one colour: per channel far fewer distinct values than pixels
+        assert all(out[c][changed[c]].unique().numel() <= 3 for c in range(3))
+    else:
+        assert painted.unique().numel() > 0.9 * painted.numel()
+    with pytest.raises(ValueError, match="re_mode"):
+        D.build_transform(32, True, re_prob=0.5, re_mode="noise")
+    with pytest.raises(ValueError, match="re_count"):
+        D.build_transform(32, True, re_prob=0.5, re_count=0)
+
+
 def test_seeded_transform_is_reproducible_and_leaves_rng_alone(tree):
     ds = D.SeededTransformDataset(D.build_dataset("folder", tree, "train", 32))
     torch.manual_seed(123)

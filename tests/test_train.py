@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -27,9 +28,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import swiftlib.data as D
 import swiftlib.train as T
+import swiftlib.train.report as train_report
 import swiftlib.viz as V
 from swiftlib.models import create_model, resolve_name, save_checkpoint
 from swiftlib.train.config import use_batch_augment
+from swiftlib.train.report import merge_failures
 from swiftlib.train.state import decode_rng, encode_rng
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,6 +336,100 @@ def test_bad_settings_are_clear_errors(tree, tmp_path):
         T.fit(**kw, device="tpu")
     with pytest.raises(ValueError, match="unknown model 'swiftformer_xxl'"):
         T.resolve_config(model="swiftformer_xxl")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decode_failures_of_every_worker_reach_data_report(workers, tmp_path):
+    """Files that pass the build but cannot be read any more (one training file deleted, one validation
+    file replaced by junk) are served by a neighbour and listed in data_report.json after the epoch, also
+    when DataLoader worker processes (holding their own copies of the datasets) met them."""
+    tree = write_image_folder(tmp_path / "t", WNIDS, 4)
+    train, val = D.build_dataset("folder", tree, "train", 32), D.build_dataset("folder", tree, "val", 32)
+    gone, junk = train.samples[5][0], val.samples[2][0]
+    os.remove(gone)
+    Path(junk).write_bytes(b"not an image any more")
+    out = tmp_path / "o"
+    with warnings.catch_warnings():  # the data package names each file as it meets it (tested there)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        T.fit(train_dataset=train, val_dataset=val, data="folder", epochs=1, batch_size=4, img_size=32,
+              workers=workers, out=str(out), progress=False)
+    report = json.loads((out / "data_report.json").read_text())
+    assert [(r["split"], [p for p, _ in r["failed"]]) for r in report] == [("train", [gone]), ("val", [junk])]
+    assert all(reason for r in report for _, reason in r["failed"])
+    if workers:  # the main process read no image itself: the records came from the workers
+        assert len((out / "decode_failures.jsonl").read_text().splitlines()) >= 2
+
+
+def test_failure_log_merges_each_record_once_and_skips_a_cut_line(tmp_path):
+    log = tmp_path / "decode_failures.jsonl"
+    line = json.dumps({"dataset": "train", "path": "a.JPEG", "reason": "OSError: truncated"})
+    other = json.dumps({"dataset": "val", "path": "b.JPEG", "reason": "gone"})
+    log.write_text(f"{line}\n{line}\n{other}\n" + '{"dataset": "train", "pa')  # two workers, then a kill -9
+    report = D.DataReport("folder", "train")
+    assert merge_failures({"train": report}, log) == 1 and report.failed == [("a.JPEG", "OSError: truncated")]
+    assert merge_failures({"train": report}, log) == 0 and len(report.failed) == 1
+    assert merge_failures({"train": report}, tmp_path / "none.jsonl") == 0
+
+
+def test_epoch_summaries_are_a_table_on_stdout_and_bars_are_closed(tree, tmp_path, capsys, monkeypatch):
+    """One header, then one fixed-width row per epoch on stdout holding the metrics of metrics.json ('-'
+    where validation did not run); the per-epoch progress bars (stderr) are closed and not left behind."""
+    bars = []
+
+    class RecordingBar(train_report.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.leave_arg, self.closed_by_loop = kwargs.get("leave"), False
+            bars.append(self)
+
+        def close(self):
+            self.closed_by_loop = True
+            super().close()
+
+    monkeypatch.setattr(train_report, "tqdm", RecordingBar)
+    T.fit(data="folder", data_dir=str(tree), epochs=2, eval_every=2, batch_size=8, img_size=32,
+          out=str(tmp_path / "o"), progress=True)
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == ["epoch", "train", "loss", "train", "top-1", "val", "loss", "val", "top-1", "val",
+                                "top-5", "lr", "img/s", "seconds"]
+    assert len(lines) == 3 and len({len(line) for line in lines}) == 1  # fixed width
+    rows = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    for line, row in zip(lines[1:], rows):
+        want = [f"{row['epoch']}/2", f"{row['train_loss']:.4f}", f"{row['train_top1']:.2f}"]
+        want += ["-"] * 3 if row["val_top1"] is None else [f"{row['val_loss']:.4f}", f"{row['val_top1']:.2f}",
+                                                           f"{row['val_top5']:.2f}"]
+        want += [f"{row['lr']:.2e}", f"{row['img_per_s']:.1f}", f"{row['epoch_seconds']:.1f}"]
+        assert line.split() == want
+    assert rows[0]["val_top1"] is None and rows[1]["val_top1"] is not None
+    assert "train loss" not in captured.err and "train_loss" not in captured.err
+    assert len(bars) == 2 and all(b.closed_by_loop and b.leave_arg is False for b in bars)
+
+
+NOTEBOOK_BARS = textwrap.dedent("""
+    from swiftlib.train.report import progress_bar
+    for desc, leave in (("epoch 1/1", False), ("kept", True)):
+        bar = progress_bar(total=3, desc=desc, leave=leave)
+        for _ in range(3):
+            bar.update(1)
+        bar.close()
+    print("done")
+""")
+
+
+@pytest.mark.slow  # a Jupyter kernel starts and imports swiftlib.train
+def test_closed_bars_leave_no_frozen_text_in_a_saved_notebook(tmp_path):
+    """What a saved notebook keeps of a bar (its text copy, shown wherever the widget is not) after the
+    bar finished: nothing for leave=False (the epoch bars), the finished bar (100%) for leave=True."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(NOTEBOOK_BARS)])
+    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    texts = ["".join(o.get("data", {}).get("text/plain", "")) or "".join(o.get("text", ""))
+             for o in nb.cells[0].outputs]
+    assert not any("epoch 1/1" in t for t in texts) and not any(" 0%|" in t for t in texts), texts
+    assert any(t.startswith("kept: 100%") for t in texts) and texts[-1] == "done\n", texts
 
 
 # --------------------------------------------------------------------------- recipes and metrics

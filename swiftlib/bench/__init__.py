@@ -10,7 +10,9 @@ One module a job (shapes in each module's docstring; ``B, N, D`` tokens, ``B, C,
   same weights, the attention ablation, peers (notebook 03).
 * :mod:`swiftlib.bench.train` -- training img/s of :func:`swiftlib.train.fit` against a plain loop (notebook 04).
 * :mod:`swiftlib.bench.data_loading` -- img/s of a JPEG folder against its uint8 cache (notebook 04).
-* :mod:`swiftlib.bench.cli` -- ``python -m swiftlib.bench attention|models|train``, ``--json``, ``--expect``.
+* :mod:`swiftlib.bench.cli` -- ``python -m swiftlib.bench attention|models|train``, ``--json``, ``--expect``
+  (:func:`swiftlib.cli.parse_expectation`), one-line errors (:func:`swiftlib.cli.run`).
+* :mod:`swiftlib.bench.checks` -- every flag of the command line checked before anything is measured.
 * :mod:`swiftlib.bench.common` -- argument checks they share.
 
 Timing, interleaving, paired ratios, peak memory, machine info and exponent fits are imported from
@@ -19,7 +21,7 @@ the same run; expectations on those ratios are arguments (``--expect``), never c
 """
 from swiftlib.bench.attention import (AdditiveMatmuls, TimmAdditiveOnTokens, attention_sweep, find_crossovers,
                                       map_size, summarize_sweep, sweep_crossovers, sweep_series)
-from swiftlib.bench.cli import main
+from swiftlib.bench.cli import cli, main
 from swiftlib.bench.data_loading import data_loading_throughput
 from swiftlib.bench.models import MODEL_PEERS, models_benchmark, settle_batchnorm
 from swiftlib.bench.train import train_throughput
@@ -39,4 +41,5 @@ __all__ = [
     "train_throughput",
     "data_loading_throughput",
     "main",
+    "cli",
 ]

@@ -1,22 +1,25 @@
 """Command line of the benchmarks: ``python -m swiftlib.bench attention|models|train [options]``.
 
 Every subcommand takes ``--device``, ``--threads``, ``--json``, ``--malloc`` and ``--expect`` besides
-its own options (:data:`COMMANDS`, one row per subcommand). :func:`main` runs it, adds machine info,
-checks the expectations and writes the payload atomically with ``--json``.
+its own options (:data:`COMMANDS`, one row per subcommand). :func:`main` checks every flag before
+anything is measured (:mod:`swiftlib.bench.checks`), runs the subcommand, adds machine info, checks
+the expectations and writes the payload atomically with ``--json``; :func:`cli` is ``main`` with
+one-line answers (:func:`swiftlib.cli.run`): a bad flag or a library error is ``error: <message>``
+on stderr and exit status 2, no traceback (``--debug`` or ``SWIFTLIB_DEBUG=1`` shows it).
 
-``--expect 'NAME<=VALUE'`` (or ``>=``, repeatable) states what a figure the run computes should be,
-e.g. ``--expect 'additive_inference_over_timm_additive@3136<=0.8'``: each is printed as met / NOT met
+``--expect 'NAME<=VALUE'`` (or ``>=``, repeatable; :func:`swiftlib.cli.parse_expectation`) states
+what a figure the run computes should be, e.g.
+``--expect 'additive_inference_over_timm_additive@3136<=0.8'``: each is printed as met / NOT met
 and recorded under ``"expectations"`` in the JSON; the names are those of the subcommand's
 ``named_ratios`` (see each subcommand's ``--help``). A name the run does not compute is an error
 (after the results are written). Nothing here holds a target of its own.
+
+No tensors here: argument strings in, the payload dict (and its JSON file) out.
 """
 from __future__ import annotations
 
 import argparse
-import difflib
-import math
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,50 +29,16 @@ from typing import Any
 import torch
 
 from swiftlib.bench import attention, data_loading, models, train
+from swiftlib.bench.checks import check_args
 from swiftlib.bench.common import int_list
+from swiftlib.cli import (ArgumentParser, add_expect_argument, check_expectations, print_expectations,
+                          require_known, run)
 from swiftlib.io import atomic_write_json
-from swiftlib.measure import CLOCKS, MALLOC_MODES, machine_info, resolve_device, steady_allocator
+from swiftlib.measure import CLOCKS, MALLOC_MODES, machine_info, steady_allocator
 
-__all__ = ["parse_expectation", "check_expectations", "COMMANDS", "build_parser", "main"]
+__all__ = ["PROG", "COMMANDS", "build_parser", "main", "cli"]
 
-
-# =================================================================== --expect
-_EXPECTATION = re.compile(r"^\s*(?P<name>\S+?)\s*(?P<op><=|>=)\s*(?P<value>\S+)\s*$")
-
-
-def parse_expectation(text: str) -> dict[str, Any]:
-    """``"NAME<=VALUE"`` or ``"NAME>=VALUE"`` -> ``{"name", "op", "value"}`` (the argparse type of ``--expect``)."""
-    m = _EXPECTATION.match(text)
-    try:
-        value = float(m["value"]) if m else math.nan
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(
-            f"expected NAME<=VALUE or NAME>=VALUE with a number, e.g. "
-            f"'additive_inference_over_timm_additive@3136<=0.8', got {text!r}")
-    return {"name": m["name"], "op": m["op"], "value": value}
-
-
-def check_expectations(expectations: Sequence[dict[str, Any]], named: dict[str, float]) -> list[dict[str, Any]]:
-    """Each expectation with the figure ``named[name]`` the run computed and whether it holds
-    (``"actual"``, ``"met"``); both are None for a name the run does not compute."""
-    out = []
-    for e in expectations:
-        actual = named.get(e["name"])
-        met = None if actual is None else bool(actual <= e["value"] if e["op"] == "<=" else actual >= e["value"])
-        out.append({**e, "actual": actual, "met": met})
-    return out
-
-
-def _unknown_names_message(unknown: Sequence[str], named: dict[str, float]) -> str:
-    lines = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(named), n=3, cutoff=0.6)
-        lines.append(f"--expect: no figure named {name!r} in this run's results"
-                     + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    lines.append(f"names this run computes: {', '.join(sorted(named)) or 'none'}")
-    return "\n".join(lines)
+PROG = "python -m swiftlib.bench"
 
 
 # =================================================================== attention
@@ -101,12 +70,9 @@ def _attention_args(p: argparse.ArgumentParser) -> None:
 
 
 def _attention_run(args: argparse.Namespace) -> dict[str, Any]:
-    variants = None if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
-    if args.resume and args.json is None:
-        raise SystemExit("--resume needs --json (the partial results are kept next to it)")
     partial = Path(f"{args.json}.partial") if args.resume else None
     result = attention.attention_sweep(args.n, d=args.d, heads=args.heads, batch=args.batch, device=args.device,
-                                       variants=variants, min_run_time=args.min_run_time, rounds=args.rounds,
+                                       variants=args.variants, min_run_time=args.min_run_time, rounds=args.rounds,
                                        max_seconds_per_point=args.max_seconds_per_point, threads=args.threads,
                                        memory=not args.no_memory, peer=not args.no_peer, clock=args.clock,
                                        checkpoint=partial)
@@ -150,14 +116,13 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 
 def _models_run(args: argparse.Namespace) -> dict[str, Any]:
-    peers = None if args.peers is None else [p.strip() for p in args.peers.split(",") if p.strip()]
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE" and not (args.no_compile and args.no_onnx):
         # torch.compile's kernels bring a second OpenMP runtime; idle threads of one spin while the
         # other works, which slows the eager contenders timed next to them several-fold.
         print("note: run with OMP_WAIT_POLICY=PASSIVE (set before Python starts) for stable eager timings "
               "next to torch.compile / ONNX Runtime", file=sys.stderr)
     result = models.models_benchmark(args.model, batches=args.batches, img=args.img, device=args.device,
-                                     peers=peers, ablation=not args.no_ablation, compile=not args.no_compile,
+                                     peers=args.peers, ablation=not args.no_ablation, compile=not args.no_compile,
                                      onnx=not args.no_onnx, rounds=args.rounds, min_run_time=args.min_run_time,
                                      max_seconds=args.max_seconds, threads=args.threads)
     print(f"{'contender':>28} {'batch':>5} {'median ms':>10} {'IQR ms':>8} {'runs':>5} {'/ timm':>7}")
@@ -220,52 +185,56 @@ COMMANDS: dict[str, dict[str, Any]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m swiftlib.bench",
-                                     description="swiftlib benchmarks: latency and memory as ratios against peers")
+    """The parser of every subcommand; a bad or missing value is one ``error:`` line (exit status 2)."""
+    parser = ArgumentParser(prog=PROG, description="swiftlib benchmarks: latency and memory as ratios against peers")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
     for name, spec in COMMANDS.items():
         p = sub.add_parser(name, help=spec["help"], description=spec["help"])
         p.add_argument("--device", default="cpu", help="cpu, cuda[:index] or auto (default: cpu)")
         p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's current setting)")
-        p.add_argument("--json", type=Path, default=None, help="write the results here (atomic)")
+        p.add_argument("--json", type=Path, default=None,
+                       help="write the results here (atomic; the folder must exist)")
         p.add_argument("--malloc", choices=MALLOC_MODES, default="default",
                        help="'steady': glibc keeps freed memory for reuse, so timings do not depend on "
                             "page faults of fresh allocations (whole process; see swiftlib.measure.steady_allocator)")
-        p.add_argument("--expect", type=parse_expectation, action="append", default=[], metavar="'NAME<=VALUE'",
-                       help="repeatable; NAME<=VALUE or NAME>=VALUE on a figure the run computes: prints met / "
-                            "NOT met and records it under 'expectations' in the JSON. " + spec["expect"])
+        p.add_argument("--debug", action="store_true",
+                       help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
+        add_expect_argument(p, spec["expect"])
         spec["arguments"](p)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Parse ``argv``, run the subcommand, return its payload (and write it with --json)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.device = str(resolve_device(args.device))
-    except ValueError as e:
-        parser.error(str(e))
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    spec = COMMANDS[args.command]
+def _run_measured(spec: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(result, machine info)`` of the subcommand, with ``--threads`` and ``--malloc`` in effect."""
     malloc = steady_allocator() if args.malloc == "steady" else "default"
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    started = time.time()
     try:
         result = spec["run"](args)
         machine = {**machine_info(args.device), "malloc": malloc}  # while --threads is in effect
     finally:
         torch.set_num_threads(threads_before)
+    return result, machine
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Parse and check ``argv`` (a bad flag: one-line usage error, exit status 2, before any work), run
+    the subcommand, return its payload (and write it with ``--json``). Errors of the run itself
+    propagate (ValueError, OSError, ...); :func:`cli` answers them in one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    spec = COMMANDS[args.command]
+    started = time.time()
+    result, machine = _run_measured(spec, args)
     named = spec["names"](result)
     expectations = check_expectations(args.expect, named)
-    for e in expectations:
-        if e["met"] is not None:
-            print(f"expect {e['name']} {e['op']} {e['value']:g}: measured {e['actual']:g}: "
-                  f"{'met' if e['met'] else 'NOT met'}")
+    print_expectations(expectations)
     payload = {"command": args.command,
                "argv": list(sys.argv[1:] if argv is None else argv),
                "machine": machine,
@@ -276,7 +245,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.json is not None:
         atomic_write_json(args.json, payload)
         print(f"wrote {args.json}", file=sys.stderr)
-    unknown = [e["name"] for e in expectations if e["met"] is None]
-    if unknown:
-        parser.error(_unknown_names_message(unknown, named))
+    try:
+        require_known(args.expect, named)  # after the results are on disk: nothing measured is lost
+    except ValueError as e:
+        parser.error(str(e))
     return payload
+
+
+def cli(argv: Sequence[str] | None = None) -> dict:
+    """``python -m swiftlib.bench``: :func:`main` with every user error answered in one line, exit status 2."""
+    return run(main, argv, prog=PROG)

@@ -22,10 +22,14 @@ from PIL import Image
 
 from swiftlib.data import BatchRandomResizedCrop, build_dataset, build_transform
 
-__all__ = ["data_loading_throughput", "named_ratios"]
+__all__ = ["JPEG_CLASSES", "data_loading_throughput", "named_ratios"]
+
+#: Class folders of the synthetic JPEG tree (image ``i`` goes to class ``i % JPEG_CLASSES``).
+JPEG_CLASSES = 10
 
 
-def _write_jpegs(root: Path, images: int, size_wh: tuple[int, int], classes: int = 10, seed: int = 0) -> Path:
+def _write_jpegs(root: Path, images: int, size_wh: tuple[int, int], classes: int = JPEG_CLASSES,
+                 seed: int = 0) -> Path:
     """``images`` noisy JPEGs (quality 90) of about ``size_wh`` pixels in ``root/train/class<k>/``, image i
     in class ``i % classes`` (a colour of its own). Returns ``root``."""
     rng = np.random.default_rng(seed)

@@ -41,7 +41,7 @@ from swiftlib.data.images import UnreadableImage, to_rgb
 from swiftlib.data.imagenet import (cap_per_class, imagenet_class_index, imagenet_class_labels, imagenet_class_name,
                                     read_class_list, select_classes)
 from swiftlib.data.seeding import rng_state, seed_everything, seeded, set_rng_state
-from swiftlib.data.transforms import BatchRandomResizedCrop, build_transform
+from swiftlib.data.transforms import RE_MODES, BatchRandomResizedCrop, build_transform
 
 __all__ = [
     "DATASETS", "ARCHIVES", "IMAGENET_MEAN", "IMAGENET_STD", "FASHION_MNIST_CLASSES",
@@ -49,5 +49,5 @@ __all__ = [
     "build_dataset", "build_transform", "cache_root", "read_class_list", "imagenet_class_index",
     "imagenet_class_name", "imagenet_class_labels", "select_classes", "cap_per_class", "download_archive",
     "verify_checksum", "extract_archive", "load_fashion_mnist", "cached_uint8", "dataset_or_fallback",
-    "rng_state", "set_rng_state", "seed_everything", "seeded", "to_rgb", "UnreadableImage",
+    "rng_state", "set_rng_state", "seed_everything", "seeded", "to_rgb", "UnreadableImage", "RE_MODES",
 ]

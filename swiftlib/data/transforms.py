@@ -17,24 +17,34 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transf
 
 from swiftlib.data.checks import check_int
 
-__all__ = ["build_transform", "BatchRandomResizedCrop"]
+__all__ = ["RE_MODES", "build_transform", "BatchRandomResizedCrop"]
+
+#: Random-erasing fills (timm's ``RandomErasing`` modes).
+RE_MODES = ("const", "rand", "pixel")
 
 
 def build_transform(img_size: int, is_training: bool, *, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
                     scale=(0.08, 1.0), hflip: float = 0.5, auto_augment: str | None = None,
-                    color_jitter: float | None = 0.4, re_prob: float = 0.0, crop_pct: float = 0.875,
-                    interpolation: str = "bicubic"):
+                    color_jitter: float | None = 0.4, re_prob: float = 0.0, re_mode: str = "const",
+                    re_count: int = 1, crop_pct: float = 0.875, interpolation: str = "bicubic"):
     """timm's ``create_transform``: PIL image -> normalised float tensor ``[3, img_size, img_size]``.
 
     Training: RandomResizedCrop(``scale``) + flip + RandAugment (``auto_augment``, e.g.
-    ``"rand-m9-mstd0.5-inc1"``) or colour jitter + random erasing (``re_prob``). Eval: resize to
-    ``img_size / crop_pct`` then center crop ``img_size`` (the paper's 256 -> 224 is ``crop_pct=0.875``).
+    ``"rand-m9-mstd0.5-inc1"``) or colour jitter + random erasing with probability ``re_prob`` of
+    up to ``re_count`` boxes filled in ``re_mode`` (timm's names and defaults: ``"const"`` zeros,
+    ``"rand"`` one random colour per box, ``"pixel"`` random noise per pixel, the official
+    SwiftFormer / DeiT recipe). Eval: resize to ``img_size / crop_pct`` then center crop ``img_size``
+    (the paper's 256 -> 224 is ``crop_pct=0.875``).
     """
     check_int("img_size", img_size, minimum=8)
     if is_training:
+        if re_mode not in RE_MODES:
+            raise ValueError(f"re_mode must be one of {RE_MODES}, got {re_mode!r}")
+        check_int("re_count", re_count)
         return create_transform(img_size, is_training=True, scale=tuple(scale), hflip=hflip,
                                 auto_augment=auto_augment, color_jitter=color_jitter or 0.0,
-                                re_prob=re_prob, interpolation=interpolation, mean=mean, std=std)
+                                re_prob=re_prob, re_mode=re_mode, re_count=re_count,
+                                interpolation=interpolation, mean=mean, std=std)
     return create_transform(img_size, is_training=False, crop_pct=crop_pct, interpolation=interpolation,
                             mean=mean, std=std)
 

@@ -20,6 +20,8 @@ Modules, one job each:
   ``torch.load(..., weights_only=True)``; nothing non-finite is written);
 * :mod:`~swiftlib.train.resume`: resuming (which file, whether it is this run's, changed settings);
 * :mod:`~swiftlib.train.files`: the run folder (writable, stale temporary files, a full disk);
+* :mod:`~swiftlib.train.report`: the epoch table on stdout, decode failures of every worker in
+  ``data_report.json``;
 * :mod:`~swiftlib.train.sampling`: :class:`ResumableSampler`, the evaluation shards, sample seeds,
   the distributed helpers;
 * :mod:`~swiftlib.train.cli`: the command line (``python -m swiftlib.train``, ``torchrun -m swiftlib.train``).

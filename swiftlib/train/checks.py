@@ -24,7 +24,7 @@ import timm
 import torch
 
 from swiftlib.attention import VARIANTS
-from swiftlib.data import DATASETS
+from swiftlib.data import DATASETS, RE_MODES
 from swiftlib.measure import resolve_device
 from swiftlib.models import MIN_INPUT_SIZE, resolve_name, stage_shapes
 from swiftlib.train.files import check_writable_folder
@@ -37,7 +37,7 @@ __all__ = ["flag", "CHOICES", "INT_MINIMUMS", "FLOAT_RANGES", "BATCHNORM_ONE_VAL
 
 #: Fields with a fixed set of values.
 CHOICES = {"clip_mode": ("agc", "norm", "value"), "amp_dtype": ("bfloat16", "float16"),
-           "re_mode": ("const", "rand", "pixel"), "sched_on": ("epoch", "step"), "on_error": ("skip", "raise")}
+           "re_mode": RE_MODES, "sched_on": ("epoch", "step"), "on_error": ("skip", "raise")}
 #: Integer fields and their smallest value (``img_size``: :data:`swiftlib.models.MIN_INPUT_SIZE`).
 INT_MINIMUMS = {"epochs": 1, "batch_size": 1, "workers": 0, "eval_every": 1, "save_every": 1, "threads": 1,
                 "repeated_aug": 1, "re_count": 1, "lr_batch": 0, "images_per_class": 1, "subset_classes": 1,

@@ -1,7 +1,9 @@
 """``python -m swiftlib.train``: every :class:`~swiftlib.train.TrainConfig` field is a flag (``--img-size``,
 ``--no-cache``, ...) that overrides the recipe; ``--evaluate CHECKPOINT`` scores a saved run instead;
-``--resume`` alone means ``--resume auto`` (``out/last.pth`` if there is one). Prints one JSON line: the
-run's summary, or the checkpoint's loss / top-1 / top-5 / count.
+``--resume`` alone means ``--resume auto`` (``out/last.pth`` if there is one). Prints the epoch table
+(one row per epoch, :class:`~swiftlib.train.report.EpochTable`; ``--no-progress`` leaves it out) and,
+last, one JSON line: the run's summary, or the checkpoint's loss / top-1 / top-5 / count. Progress
+bars and messages go to stderr.
 
 A mistake is one line on stderr and exit status 2 (:func:`swiftlib.cli.run`): a bad flag value, a
 missing file, a checkpoint of another run, a full disk, a loss that turned nan. ``--debug`` (or

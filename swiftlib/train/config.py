@@ -36,7 +36,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from timm.data.random_erasing import RandomErasing
 from torch.utils.data import Dataset
 
 from swiftlib.data import ArrayDataset, BatchRandomResizedCrop, build_dataset, build_transform
@@ -174,21 +173,11 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
     :func:`use_batch_augment`'s decision."""
     train = build_dataset(cfg.data, cfg.data_dir, "train", cfg.img_size, transform=None, **_dataset_kwargs(cfg))
     aa = None if cfg.auto_augment in (None, "none", "") else cfg.auto_augment
-    transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std, scale=(cfg.scale_min, 1.0),
-                                hflip=cfg.hflip, auto_augment=aa, color_jitter=cfg.color_jitter, re_prob=cfg.re_prob)
-    train.transform = _with_random_erasing(transform, cfg)
+    train.transform = build_transform(cfg.img_size, True, mean=train.mean, std=train.std,
+                                      scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, auto_augment=aa,
+                                      color_jitter=cfg.color_jitter, re_prob=cfg.re_prob, re_mode=cfg.re_mode,
+                                      re_count=cfg.re_count)
     return train
-
-
-def _with_random_erasing(transform, cfg: TrainConfig):
-    """``transform`` (timm's ``create_transform`` output) with its random erasing in ``re_mode`` with at
-    most ``re_count`` boxes: timm's own :class:`~timm.data.random_erasing.RandomErasing`, built as ``create_transform``
-    builds it (``build_transform`` takes no ``re_mode`` / ``re_count``, so its default is replaced)."""
-    steps = getattr(transform, "transforms", [])
-    for i, step in enumerate(steps):
-        if isinstance(step, RandomErasing):
-            steps[i] = RandomErasing(cfg.re_prob, mode=cfg.re_mode, max_count=cfg.re_count, device="cpu")
-    return transform
 
 
 def build_val_dataset(cfg: TrainConfig) -> Dataset:

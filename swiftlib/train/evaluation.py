@@ -20,7 +20,7 @@ from swiftlib.train.checks import check_environment, flag
 from swiftlib.train.config import TrainConfig, build_val_dataset, resolve_config
 from swiftlib.train.sampling import all_reduce_sum
 from swiftlib.train.setup import rank_device
-from swiftlib.train.state import nonfinite_tensors, read_checkpoint, saved_config
+from swiftlib.train.state import nonfinite_tensors, read_run_checkpoint, saved_config
 
 __all__ = ["EVAL_SETTINGS", "evaluate", "evaluate_checkpoint"]
 
@@ -91,7 +91,7 @@ def evaluate_checkpoint(path: str | os.PathLike, config: TrainConfig | None = No
     """Top-1 / top-5 of a checkpoint written by :func:`~swiftlib.train.fit` on its validation set (or that of
     ``overrides``: only :data:`EVAL_SETTINGS` can change, another is refused naming the flag).
 
-    The file is read with ``weights_only=True`` (:func:`swiftlib.train.state.read_checkpoint`); only the
+    The file is read with ``weights_only=True`` (:func:`swiftlib.train.state.read_run_checkpoint`); only the
     validation split is built (:func:`build_val_dataset`), never the training split or its augmentation.
     """
     path = Path(path)
@@ -102,7 +102,7 @@ def evaluate_checkpoint(path: str | os.PathLike, config: TrainConfig | None = No
         raise ValueError(f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect with --evaluate "
                          f"(it scores saved weights); the settings it takes: "
                          f"{', '.join(flag(k) for k in EVAL_SETTINGS)}")
-    payload = read_checkpoint(path)
+    payload = read_run_checkpoint(path)
     base = config if config is not None else dataclasses.replace(  # what only training needed is left out
         saved_config(payload), resume=None, init_checkpoint=None, teacher="none", teacher_checkpoint=None)
     cfg = resolve_config(base, **overrides)

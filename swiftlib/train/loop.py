@@ -9,7 +9,11 @@ head: two ``[B, K]`` heads, averaged for accuracy). With batch augmentation the 
 Runs: ``out/last.pth`` (the full training state; every ``save_every`` epochs, the last one, on Ctrl-C),
 ``out/best.pth`` (best top-1; written before ``last.pth``, so that ``last.pth`` never points past a
 best that is not on disk), ``out/metrics.csv`` / ``.json``, ``out/config.json`` (the settings as used),
-``out/data_report.json``; written by rank 0, atomically (layout: :mod:`swiftlib.train.state`).
+``out/data_report.json`` (images skipped at build time and, rewritten after every epoch, those that
+failed to decode while loading, from every DataLoader worker: :mod:`swiftlib.train.report`); written
+by rank 0, atomically (layout: :mod:`swiftlib.train.state`). With ``progress``: a tqdm bar per epoch on
+stderr (``tqdm.auto``: a widget in notebooks, removed when the epoch ends) and one row of the epoch
+table on stdout (:class:`~swiftlib.train.report.EpochTable`).
 ``resume`` restores model, optimizer, EMA, scaler, every rank's RNG states and the position in the
 epoch, and recomputes the lr schedule there: on CPU a resumed run equals the uninterrupted one bit
 for bit, also after ``kill -9`` (augmentation is seeded by (seed, epoch, position):
@@ -30,13 +34,13 @@ import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad, distribute_bn
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from swiftlib.io import atomic_write_json, write_csv
 from swiftlib.train.checks import BATCHNORM_ONE_VALUE, batchnorm_advice
 from swiftlib.train.config import TrainConfig, resolve_config
 from swiftlib.train.evaluation import evaluate
 from swiftlib.train.files import explain_disk_full
+from swiftlib.train.report import progress_bar, write_data_report
 from swiftlib.train.sampling import all_reduce_sum, sample_seed
 from swiftlib.train.setup import Run, setup
 from swiftlib.train.state import fresh_accum
@@ -147,8 +151,8 @@ def _train_epoch(run: Run, epoch: int, interrupt: _Interrupt) -> bool:
     run.sampler.start = st.step_in_epoch * cfg.batch_size
     if st.step_in_epoch == 0:
         st.accum = fresh_accum()
-    bar = tqdm(total=run.data.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=run.rank != 0 or not cfg.progress, leave=False)
+    bar = progress_bar(total=run.data.steps_per_epoch, initial=st.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=run.rank != 0 or not cfg.progress, leave=False)
     t0 = time.perf_counter()
     try:
         for images, labels in run.train_loader:
@@ -210,6 +214,14 @@ def _write_metrics(run: Run) -> None:
             write(run.out / name, run.state.history)
 
 
+def _write_data_report(run: Run, when: str) -> None:
+    """``data_report.json`` again, with the decode failures of every process so far (said when new)."""
+    added = write_data_report(run.out, run.data.train, run.data.val)
+    if added and run.cfg.progress:
+        print(f"{when}: {added} image(s) failed to decode and were served by a neighbouring image; "
+              f"listed in {run.out / 'data_report.json'}", file=sys.stderr)
+
+
 def _finish_epoch(run: Run, epoch: int) -> None:
     """BN statistics, metrics row, validation, lr schedule, checkpoints (best.pth before last.pth), report."""
     cfg, st = run.cfg, run.state
@@ -228,10 +240,9 @@ def _finish_epoch(run: Run, epoch: int) -> None:
         _save_last(run, row["val_top1"])
     if run.rank == 0:
         _write_metrics(run)
+        _write_data_report(run, f"epoch {epoch + 1}")
         if cfg.progress:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v}" for k, v in row.items()
-                                                                  if k != "epoch" and v is not None),
-                  file=sys.stderr)
+            run.table.print_row(row)  # stdout; the progress bar (stderr) is closed by now
     if run.callback is not None:
         run.callback("epoch", dict(row))
 
@@ -249,7 +260,8 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
     (:func:`~swiftlib.train.config.use_batch_augment`): a passed-in :class:`~swiftlib.data.ArrayDataset`
     is then read through a raw view and augmented per batch from the config instead of by its own
     transform (``batch_augment=False`` keeps that); the dataset itself is not changed.
-    ``result["config"].batch_augment`` records what was used. ``status`` is ``"done"`` or ``"interrupted"`` (Ctrl-C: state saved to ``out/last.pth``).
+    ``result["config"].batch_augment`` records what was used. ``status`` is ``"done"`` or ``"interrupted"``
+    (Ctrl-C: state saved to ``out/last.pth``).
     """
     run, joined = setup(resolve_config(config, **overrides), train_dataset, val_dataset, net, callback)
     status = "done"
@@ -258,6 +270,8 @@ def fit(config: TrainConfig | None = None, *, callback: Callable[[str, dict], No
         for epoch in range(run.state.epoch, run.cfg.epochs):
             if _train_epoch(run, epoch, interrupt):
                 status = "interrupted"
+                if run.rank == 0:
+                    _write_data_report(run, f"interrupted in epoch {epoch + 1}")
                 break
             _finish_epoch(run, epoch)
     if joined:

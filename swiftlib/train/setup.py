@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from swiftlib.data import SeededTransformDataset, seed_everything
 from swiftlib.io import atomic_write_json
-from swiftlib.models import create_model
-from swiftlib.models.checkpoints import _read_checkpoint  # load_checkpoint's reader: names a blocked global
+from swiftlib.models import create_model, read_checkpoint
 from swiftlib.train.checks import check_batchnorm_batch, check_environment
 from swiftlib.train.config import RunData, TrainConfig, prepare_data
 from swiftlib.train.files import explain_disk_full, remove_stale_temp_files
+from swiftlib.train.report import DECODE_LOG, EpochTable, FailureLog, write_data_report
 from swiftlib.train.resume import load_resume, recover_best, refuse_other_run, report_changes
 from swiftlib.train.sampling import ResumableSampler, ShardSampler, dist_info, init_distributed
 from swiftlib.train.state import Checkpointer, TrainState, nonfinite_tensors, restore
@@ -76,7 +76,7 @@ def _build_teacher(cfg: TrainConfig, num_classes: int, device) -> nn.Module | No
     if cfg.teacher in (None, "none"):
         return None
     teacher = timm.create_model(cfg.teacher, num_classes=num_classes, pretrained=False)
-    payload = _read_checkpoint(Path(cfg.teacher_checkpoint), weights_only=True)
+    payload = read_checkpoint(cfg.teacher_checkpoint)
     for key in ("model", "state_dict"):  # DeiT's teachers: {"model": sd}; timm's: sd
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
@@ -157,14 +157,17 @@ def _wrap(cfg: TrainConfig, model: nn.Module, world: int, device) -> tuple[nn.Mo
     return model, train_model
 
 
-def _loaders(cfg: TrainConfig, data: RunData, rank: int, world: int, device):
-    """``(sampler, train loader, val loader)``: resumable seeded sampling for training, shards for eval."""
+def _loaders(cfg: TrainConfig, data: RunData, rank: int, world: int, device, out: Path):
+    """``(sampler, train loader, val loader)``: resumable seeded sampling for training, shards for eval;
+    both read through :class:`~swiftlib.train.report.FailureLog` (decode failures of every worker
+    reach ``out/decode_failures.jsonl``)."""
     sampler = ResumableSampler(data.train, world, rank, cfg.seed, cfg.repeated_aug)
     kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
-    train_loader = DataLoader(SeededTransformDataset(data.train), batch_size=cfg.batch_size, sampler=sampler,
-                              drop_last=True, **kw)
-    val_loader = DataLoader(data.val, batch_size=cfg.batch_size, sampler=ShardSampler(len(data.val), rank, world),
-                            **kw)
+    log = out / DECODE_LOG
+    train_loader = DataLoader(FailureLog(SeededTransformDataset(data.train), log, "train"), batch_size=cfg.batch_size,
+                              sampler=sampler, drop_last=True, **kw)
+    val_loader = DataLoader(FailureLog(data.val, log, "val"), batch_size=cfg.batch_size,
+                            sampler=ShardSampler(len(data.val), rank, world), **kw)
     return sampler, train_loader, val_loader
 
 
@@ -177,15 +180,16 @@ def _prepare_out(out: Path) -> None:
               f"{', '.join(removed)}", file=sys.stderr)
 
 
-def _write_run_files(cfg: TrainConfig, out: Path, data: RunData) -> None:
-    """``config.json`` (the settings as used) and ``data_report.json`` (images skipped); rank 0."""
-    reports = [r for r in (getattr(d, "report", None) for d in (data.train, data.val)) if r is not None]
-    for name, payload in (("config.json", dataclasses.asdict(cfg)),
-                          ("data_report.json", [dataclasses.asdict(r) for r in reports])):
-        with explain_disk_full(out / name):
-            atomic_write_json(out / name, payload)
-    for r in reports:
-        if r.skipped and cfg.progress:
+def _write_run_files(cfg: TrainConfig, out: Path, data: RunData, resuming: bool) -> None:
+    """``config.json`` (the settings as used) and ``data_report.json`` (images skipped; with a resume, the
+    decode failures recorded so far; a fresh run starts a new failure log); rank 0."""
+    with explain_disk_full(out / "config.json"):
+        atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
+    if not resuming:
+        (out / DECODE_LOG).unlink(missing_ok=True)  # an earlier run's, in the same folder
+    write_data_report(out, data.train, data.val)
+    for r in (getattr(d, "report", None) for d in (data.train, data.val)):
+        if r is not None and r.skipped and cfg.progress:
             print(str(r), file=sys.stderr)
 
 
@@ -236,6 +240,7 @@ class Run:
     state: TrainState
     saver: Checkpointer
     callback: Callable[[str, dict], None] | None
+    table: EpochTable          # the per-epoch summary rows printed on stdout
 
 
 def _training_objects(cfg: TrainConfig, data: RunData, net: nn.Module | None, device, world: int,
@@ -296,15 +301,15 @@ def setup(cfg: TrainConfig, train: Dataset | None, val: Dataset | None, net: nn.
     state = _start_state(cfg, objs, path, payload, device)
     ema_module = objs["ema"].module if objs["ema"] is not None else None
     model, train_model = _wrap(cfg, objs.pop("model"), world, device)
-    sampler, train_loader, val_loader = _loaders(cfg, data, rank, world, device)
+    sampler, train_loader, val_loader = _loaders(cfg, data, rank, world, device, out)
     saver = Checkpointer(model, ema_module, cfg, data.classes, getattr(data.train, "class_names", data.classes),
                          out, last_good=f"{path} ({state.position()})" if payload is not None else None)
     if rank == 0:
-        _write_run_files(cfg, out, data)
+        _write_run_files(cfg, out, data, payload is not None)
         if payload is not None:
             recover_best(payload, state, saver)
     run = Run(cfg=cfg, device=device, rank=rank, world=world, out=out, data=data, model=model,
               train_model=train_model, amp_dtype=getattr(torch, cfg.amp_dtype) if cfg.amp else None,
               sampler=sampler, train_loader=train_loader, val_loader=val_loader, state=state, saver=saver,
-              callback=callback, **objs)
+              callback=callback, table=EpochTable(cfg.epochs, ema=objs["ema"] is not None), **objs)
     return run, joined

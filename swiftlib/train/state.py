@@ -19,8 +19,9 @@ Nothing non-finite is ever written: every weight, buffer, EMA weight and optimiz
 first (:func:`nonfinite_tensors`), and a nan stops the run instead (FloatingPointError), so the file
 on disk stays the last good one. A full disk is one OSError naming the file and the free space.
 
-Reading goes through the file reader of :func:`swiftlib.models.load_checkpoint`: a file that needs
-anything beyond tensors and plain values is refused with a ValueError naming the blocked global.
+Reading goes through :func:`swiftlib.models.read_checkpoint`, the one checkpoint file reader: a file
+that needs anything beyond tensors and plain values is refused with a ValueError naming the blocked
+global.
 """
 from __future__ import annotations
 
@@ -34,14 +35,13 @@ import torch
 from torch import nn
 
 from swiftlib.data import rng_state, set_rng_state
-from swiftlib.models import save_checkpoint
-from swiftlib.models.checkpoints import _read_checkpoint  # load_checkpoint's reader: names a blocked global
+from swiftlib.models import read_checkpoint, save_checkpoint
 from swiftlib.train.config import TrainConfig
 from swiftlib.train.files import explain_disk_full
 from swiftlib.train.sampling import all_gather, dist_info
 
 __all__ = ["TrainState", "fresh_accum", "encode_rng", "decode_rng", "nonfinite_tensors", "training_tensors",
-           "Checkpointer", "read_checkpoint", "read_training_state", "restore", "saved_config"]
+           "Checkpointer", "read_run_checkpoint", "read_training_state", "restore", "saved_config"]
 
 
 def fresh_accum() -> dict[str, float]:
@@ -158,10 +158,11 @@ class Checkpointer:
 
 
 # =========================================================================== reading
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint written by :class:`Checkpointer` (or :func:`swiftlib.models.save_checkpoint`), loaded
-    with ``weights_only=True``; a ValueError for a file that is not such a payload."""
-    payload = _read_checkpoint(Path(path), weights_only=True)
+def read_run_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by :class:`Checkpointer` (or :func:`swiftlib.models.save_checkpoint`), read by
+    :func:`swiftlib.models.read_checkpoint` (``weights_only=True``); a ValueError for a file that is not
+    such a payload."""
+    payload = read_checkpoint(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise ValueError(f"{path} is not a swiftlib checkpoint: expected a dict with a 'model' state dict, "
                          f"got {type(payload).__name__}")
@@ -172,7 +173,7 @@ def read_training_state(path: str | Path, world: int) -> dict:
     """The payload of a ``last.pth`` that a run of ``world`` processes can resume from."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--resume {path}: no such checkpoint")
-    payload = read_checkpoint(path)
+    payload = read_run_checkpoint(path)
     if "train_state" not in payload:
         raise ValueError(f"--resume {path}: it holds weights but no training state (a best.pth or an exported "
                          f"checkpoint); resume from the run's last.pth, or start from these weights with "
