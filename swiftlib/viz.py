@@ -1,20 +1,24 @@
 """Pure plotting functions for the notebooks: each takes data (or formulas) and returns a matplotlib
-Figure, touches no global state, and is tested headlessly. Notebook widgets are thin wrappers.
-
-Sections are grouped by the notebook that uses them.
+Figure, touches no global state, and is tested headlessly. Notebook widgets are thin wrappers: their
+controls redraw on release into an ``Output`` widget, as a PNG. Sections follow the notebooks.
 """
 from __future__ import annotations
 
+import base64
+import io
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from swiftlib.attention import VARIANTS, attention_macs, attention_memory, variant_heads
-from swiftlib.models import stage_shapes
+from swiftlib.models import PAPER_NAMES, stage_shapes
 
-# ============================================================ notebook 01: attention zoo
-
+# ============================================================ shared by the plots and the widgets
 #: One colour and label per attention variant, shared by every plot.
 VARIANT_STYLE = {
     "self": ("tab:red", "self-attention  O(N²D)"),
@@ -26,29 +30,85 @@ VARIANT_STYLE = {
 #: Token counts of SwiftFormer's four stages at 224 px (56², 28², 14², 7²), from the model's stage shapes.
 SWIFTFORMER_STAGE_TOKENS = tuple(row["tokens"] for row in stage_shapes("swiftformer_xs", 224))
 
+#: Widget controls: redraw when released (not while dragged); descriptions never cut.
+_STYLE = {"description_width": "initial"}
+_CONTROL = dict(continuous_update=False, style=_STYLE)
+
 
 def _log_token_axes(ax, ylabel: str, stage_tokens, n_lo: float, n_hi: float, label_stages: bool = False):
-    """Log-log axes against the token count, with SwiftFormer's stage token counts in [n_lo, n_hi] dotted."""
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tokens N")
-    ax.set_ylabel(ylabel)
+    """Log-log axes against the token count: decades labelled as plain numbers (no crowded minor labels),
+    SwiftFormer's stage token counts in [n_lo, n_hi] dotted and, if ``label_stages``, labelled at the top."""
+    ax.set(xscale="log", yscale="log", ylabel=ylabel,
+           xlabel="tokens N" + (" (dotted: SwiftFormer's stages)" if label_stages else ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="major", alpha=0.3)
     for n in stage_tokens:
         if n_lo <= n <= n_hi:
             ax.axvline(n, color="grey", lw=0.8, ls=":")
             if label_stages:
-                ax.annotate(str(n), (n, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                            va="top", ha="right", color="grey")
+                _label_vline(ax, n, str(n), 0, n_lo, n_hi, color="grey")
 
 
+def _label_vline(ax, x: float, text: str, row: int, x_lo: float, x_hi: float, **style):
+    """Horizontal label beside the vertical line at ``x``, in text row ``row`` below the top of the axes;
+    it sits left of the line in the right part of the (log) axis, so that it never runs off the panel."""
+    right_part = np.log(x / x_lo) > 0.6 * np.log(x_hi / x_lo) if x_hi > x_lo else False
+    ax.annotate(text, (x, 1), xycoords=("data", "axes fraction"), xytext=(-3 if right_part else 3, -4 - 11 * row),
+                textcoords="offset points", fontsize=7, va="top", ha="right" if right_part else "left",
+                bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.8), **style)
+
+
+def token_steps(n_max: int = 16384, per_octave: int = 4, stage_tokens=SWIFTFORMER_STAGE_TOKENS) -> list[int]:
+    """Token counts for a slider, sorted: ``per_octave`` log-spaced steps per doubling from 1 to ``n_max``
+    (each pixel of a linear 1..16384 slider would be ~130 tokens) plus SwiftFormer's stage counts, so
+    that 49, 196, 784 and 3136 are reachable exactly."""
+    grid = np.rint(2.0 ** (np.arange(int(np.log2(n_max) * per_octave) + 1) / per_octave)).astype(int)
+    return sorted({*grid.tolist(), *(n for n in stage_tokens if n <= n_max), n_max})
+
+
+def _show_in(out, make_figure: Callable | None = None, message: str | None = None) -> None:
+    """Replace what the ``Output`` widget ``out`` shows by the Figure ``make_figure()`` returns (as the PNG
+    the inline backend would show; the figure is closed) or the text ``message``, in one step: setting
+    ``out.outputs`` leaves no blank frame in between and needs no running kernel (headless tests)."""
+    if message is not None:
+        out.outputs = ({"output_type": "stream", "name": "stdout", "text": message + "\n"},)
+        return
+    fig, buf = make_figure(), io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    out.outputs = ({"output_type": "display_data", "metadata": {}, "data": {
+        "image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}},)
+
+
+@contextmanager
+def busy(status, controls, message: str):
+    """While the block runs: ``controls`` disabled and ``message`` (e.g. "measuring…") in the ``status``
+    label; afterwards the controls are enabled again and the status says how long it took (or what failed)."""
+    for c in controls:
+        c.disabled = True
+    status.value = message
+    t0 = time.perf_counter()
+    try:
+        yield
+    except Exception as err:
+        status.value = f"failed: {err}"
+        raise
+    else:
+        status.value = f"done in {time.perf_counter() - t0:.1f} s"
+    finally:
+        for c in controls:
+            c.disabled = False
+
+
+# ============================================================ notebook 01: attention zoo
 def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int = 16384,
                          n_mark: int | None = None, bytes_per_element: int = 4):
     """Analytic MACs and activation memory of the four attentions against the token count N.
 
     Two log-log panels (MACs, memory in MiB) with one line per variant from
     :func:`swiftlib.attention.attention_macs` / :func:`~swiftlib.attention.attention_memory`;
-    SwiftFormer's per-stage token counts are marked, and ``n_mark`` (if given) too.
+    SwiftFormer's per-stage token counts are dotted, ``n_mark`` (if given) dashed and labelled.
     Returns the Figure (nothing is shown or saved).
     """
     if d % heads:
@@ -58,56 +118,41 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
     for name in VARIANTS:
         h = variant_heads(name, heads)
         colour, label = VARIANT_STYLE[name]
-        macs = [batch * attention_macs(name, int(n), d, h) for n in ns]
-        mem = [attention_memory(name, int(n), d, h, batch=batch, bytes_per_element=bytes_per_element) / 2**20
-               for n in ns]
-        ax_macs.plot(ns, macs, color=colour, label=label)
-        ax_mem.plot(ns, mem, color=colour, label=label)
+        ax_macs.plot(ns, [batch * attention_macs(name, int(n), d, h) for n in ns], color=colour, label=label)
+        ax_mem.plot(ns, [attention_memory(name, int(n), d, h, batch=batch, bytes_per_element=bytes_per_element)
+                         / 2**20 for n in ns], color=colour, label=label)
     for ax, ylabel in ((ax_macs, "multiply-accumulates (MACs)"), (ax_mem, "activation memory (MiB)")):
         _log_token_axes(ax, ylabel, SWIFTFORMER_STAGE_TOKENS, 1, n_max)
         if n_mark is not None:
             ax.axvline(n_mark, color="black", lw=1.2, ls="--")
+            _label_vline(ax, n_mark, f"N = {n_mark}", 0, 1, n_max)
     ax_macs.set_title(f"MACs, d={d}, heads={heads}, batch={batch}")
     ax_mem.set_title("intermediate activations (analytic)")
-    ax_macs.legend(fontsize=8, loc="upper left")
+    ax_macs.legend(fontsize=8, loc="lower right")  # the curves rise to the right: that corner stays empty
     return fig
 
 
-def _show_in(out, make_figure: Callable | None = None, message: str | None = None) -> None:
-    """Replace what the ipywidgets ``Output`` ``out`` shows: the Figure ``make_figure()`` returns (closed
-    once displayed, so that it is not drawn a second time) or, if given, the text ``message``."""
-    from IPython.display import display
-
-    with out:
-        out.clear_output(wait=True)
-        if message is not None:
-            print(message)
-            return
-        fig = make_figure()
-        display(fig)
-        plt.close(fig)
-
-
-def attention_cost_widget(d: int = 48, heads: int = 1, n: int = 196):
-    """Sliders for N, d and heads redrawing :func:`plot_attention_costs` (thin ipywidgets wrapper)."""
-    import ipywidgets as W
-
-    out = W.Output()
-    style = dict(continuous_update=False)
-    n_slider = W.IntSlider(value=n, min=1, max=16384, step=1, description="N", **style)
-    d_slider = W.IntSlider(value=d, min=8, max=512, step=8, description="d", **style)
-    h_slider = W.Dropdown(options=[1, 2, 4, 8], value=heads, description="heads")
+def attention_cost_widget(d: int = 48, heads: int = 1, n: int = 196, n_max: int = 16384):
+    """Token count N (log-spaced steps, :func:`token_steps`, stage counts included), width d and heads,
+    redrawing :func:`plot_attention_costs` (thin ipywidgets wrapper)."""
+    out = widgets.Output()
+    n_slider = widgets.SelectionSlider(options=sorted({*token_steps(n_max), n}), value=n, description="tokens N",
+                                       layout=widgets.Layout(width="380px"), **_CONTROL)
+    d_slider = widgets.IntSlider(value=d, min=8, max=512, step=8, description="d", **_CONTROL)
+    h_menu = widgets.Dropdown(options=sorted({1, 2, 4, 8, heads}), value=heads, description="heads",
+                              layout=widgets.Layout(width="130px"), style=_STYLE)
 
     def redraw(*_):
-        if d_slider.value % h_slider.value:
-            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_slider.value}")
+        if d_slider.value % h_menu.value:
+            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_menu.value}")
         else:
-            _show_in(out, lambda: plot_attention_costs(d_slider.value, h_slider.value, n_mark=n_slider.value))
+            _show_in(out, lambda: plot_attention_costs(d_slider.value, h_menu.value, n_max=n_max,
+                                                       n_mark=n_slider.value))
 
-    for w in (n_slider, d_slider, h_slider):
+    for w in (n_slider, d_slider, h_menu):
         w.observe(redraw, names="value")
     redraw()
-    return W.VBox([W.HBox([n_slider, d_slider, h_slider]), out])
+    return widgets.VBox([widgets.HBox([n_slider, d_slider, h_menu]), out])
 
 
 def plot_attention_maps(image: np.ndarray, maps: dict, grid: tuple[int, int], query: int | None = None):
@@ -140,96 +185,89 @@ def plot_attention_maps(image: np.ndarray, maps: dict, grid: tuple[int, int], qu
             ax.axis("off")
         else:
             ax.imshow(m, cmap="viridis")
-            ax.set_xlabel("channel")
-            ax.set_ylabel("channel")
+            ax.set(xlabel="channel", ylabel="channel")
         ax.set_title(title, fontsize=9)
     return fig
 
 
 # ============================================================ notebook 02: attention costs
+#: Line style of each sweep contender: (colour, label, line style).
+SWEEP_STYLE = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
+               "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
+               "additive_inference": ("tab:blue", "additive, inference module", "-."),
+               "additive_reparameterized": ("tab:blue", "additive, inference module", "-."),
+               "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
+
+
 def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, title: str = ""):
     """Measured latency and peak memory of the attentions against the token count, log-log.
 
     ``points`` are the dicts of :func:`swiftlib.bench.attention_sweep` (``variant``, ``n``,
     ``median_ms``, ``iqr_ms`` and optionally ``peak_bytes``); each variant is a line with IQR error
-    bars (timm's additive attention, ``"timm_additive"``, dashed; swiftlib's inference module,
-    ``"additive_inference"`` (``"additive_reparameterized"`` in older sweep files), dash-dotted; the
-    matrix products of that form, ``"additive_matmuls"``, dotted). ``crossovers`` (dicts with ``a``,
-    ``b``, ``n``, ``key`` as from :func:`swiftlib.bench.sweep_crossovers`) are marked on the panel of
-    their ``key``; SwiftFormer's per-stage token counts (:data:`SWIFTFORMER_STAGE_TOKENS`) are dotted,
-    labelled lines. Returns the Figure.
+    bars, styled by :data:`SWEEP_STYLE` (timm's peer dashed, swiftlib's inference module dash-dotted,
+    its matrix products alone dotted), explained in a legend below the latency panel. ``crossovers``
+    (dicts with ``a``, ``b``, ``n``, ``key`` as from :func:`swiftlib.bench.sweep_crossovers`) are dashed
+    on the panel of their ``key``, each labelled in its own text row; SwiftFormer's per-stage token
+    counts (:data:`SWIFTFORMER_STAGE_TOKENS`) are dotted and labelled at the top. Returns the Figure.
     """
-    styles = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
-              "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
-              "additive_inference": ("tab:blue", "additive, inference module", "-."),
-              "additive_reparameterized": ("tab:blue", "additive, inference module", "-."),
-              "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
     if not points:
         raise ValueError("plot_sweep needs at least one measured point")
     has_mem = any("peak_bytes" in p for p in points)
-    fig, axes = plt.subplots(1, 2 if has_mem else 1, figsize=(11 if has_mem else 6, 4), constrained_layout=True,
+    fig, axes = plt.subplots(1, 2 if has_mem else 1, figsize=(11 if has_mem else 6, 5), constrained_layout=True,
                              squeeze=False)
+    panels = list(zip(axes[0], ("median_ms", "peak_bytes"), ("latency (ms, median, IQR bars)", "peak memory (MiB)"),
+                      (title or "measured latency", "peak memory of one forward")))  # one panel without memory
     ax_t = axes[0, 0]
-    ax_m = axes[0, 1] if has_mem else None
-    variants = list(dict.fromkeys(p["variant"] for p in points))
-    for v in variants:
-        colour, label, ls = styles.get(v, ("black", v, "-"))
+    for v in dict.fromkeys(p["variant"] for p in points):
+        colour, label, ls = SWEEP_STYLE.get(v, ("black", v, "-"))
         pts = sorted((p for p in points if p["variant"] == v), key=lambda p: p["n"])
         ns = [p["n"] for p in pts]
         ax_t.errorbar(ns, [p["median_ms"] for p in pts], yerr=[p.get("iqr_ms", 0) / 2 for p in pts],
                       color=colour, ls=ls, marker="o", ms=3, capsize=2, label=label)
-        if ax_m is not None and all("peak_bytes" in p for p in pts):
-            ax_m.plot(ns, [p["peak_bytes"] / 2**20 for p in pts], color=colour, ls=ls, marker="o", ms=3, label=label)
-    panels = [(ax_t, "median_ms", "latency (ms, median, IQR bars)")]
-    if ax_m is not None:
-        panels.append((ax_m, "peak_bytes", "peak memory (MiB)"))
-    all_n = [p["n"] for p in points]
-    for ax, key, ylabel in panels:
-        _log_token_axes(ax, ylabel, stage_tokens, min(all_n), max(all_n), label_stages=True)
-        marks = [c for c in crossovers if c.get("key", "median_ms") == key]
-        for i, c in enumerate(marks):
+        if has_mem and all("peak_bytes" in p for p in pts):
+            axes[0, 1].plot(ns, [p["peak_bytes"] / 2**20 for p in pts], color=colour, ls=ls, marker="o", ms=3)
+    n_lo, n_hi = min(p["n"] for p in points), max(p["n"] for p in points)
+    for ax, key, ylabel, panel_title in panels:
+        ax.set_title(panel_title)
+        _log_token_axes(ax, ylabel, stage_tokens, n_lo, n_hi, label_stages=True)
+        marks = sorted((c for c in crossovers if c.get("key", "median_ms") == key), key=lambda c: c["n"])
+        for row, c in enumerate(marks, 1):  # row 0 holds the stage labels
             ax.axvline(c["n"], color="black", lw=1, ls="--", alpha=0.6)
-            ax.annotate(f"{c['a']}={c['b']}\nN≈{c['n']:.0f}", (c["n"], 0.55 - 0.25 * (i % 3)),
-                        xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="bottom", ha="left")
-    ax_t.legend(fontsize=8, loc="lower right")
-    ax_t.set_title(title or "measured latency")
-    if ax_m is not None:
-        ax_m.set_title("peak memory of one forward")
+            _label_vline(ax, c["n"], f"{c['a']}={c['b']} at N≈{c['n']:.0f}", row, n_lo, n_hi)
+    ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     return fig
 
 
 def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch: int = 1, devices=("cpu",)):
-    """Sliders for d, heads, batch and a device dropdown (``continuous_update=False``).
-
-    ``run(d=, heads=, batch=, device=)`` measures and returns ``(points, crossovers)``; the
-    Figure is :func:`plot_sweep`. ``points`` (optional) draws a first result without measuring.
+    """Sliders for d, heads and batch and a device menu; every change re-measures with
+    ``run(d=, heads=, batch=, device=) -> (points, crossovers)`` and redraws :func:`plot_sweep`.
+    A measurement takes seconds: meanwhile the controls are disabled and the status says "measuring…".
+    ``points`` (optional ``(points, crossovers)``) draws a first result without measuring.
     """
-    import ipywidgets as W
-
-    out = W.Output()
-    style = dict(continuous_update=False)
-    d_slider = W.IntSlider(value=d, min=16, max=256, step=16, description="d", **style)
-    h_slider = W.IntSlider(value=heads, min=1, max=8, step=1, description="heads", **style)
-    b_slider = W.IntSlider(value=batch, min=1, max=8, step=1, description="batch", **style)
-    dev = W.Dropdown(options=list(devices), value=devices[0], description="device")
-
-    def draw(pts, cross):
-        _show_in(out, lambda: plot_sweep(pts, cross, title=f"d={d_slider.value}, heads={h_slider.value}, "
-                                                          f"batch={b_slider.value}, {dev.value}"))
+    out, status = widgets.Output(), widgets.Label()
+    d_slider = widgets.IntSlider(value=d, min=16, max=256, step=16, description="d", **_CONTROL)
+    h_slider = widgets.IntSlider(value=heads, min=1, max=8, step=1, description="heads", **_CONTROL)
+    b_slider = widgets.IntSlider(value=batch, min=1, max=8, step=1, description="batch", **_CONTROL)
+    dev = widgets.Dropdown(options=list(devices), value=devices[0], description="device", style=_STYLE,
+                           layout=widgets.Layout(width="160px"))
+    controls = (d_slider, h_slider, b_slider, dev)
 
     def redraw(*_):
-        if d_slider.value % h_slider.value:
-            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_slider.value}")
+        setting = dict(d=d_slider.value, heads=h_slider.value, batch=b_slider.value, device=dev.value)
+        if setting["d"] % setting["heads"]:
+            _show_in(out, message=f"d={setting['d']} is not divisible by heads={setting['heads']}")
             return
-        draw(*run(d=d_slider.value, heads=h_slider.value, batch=b_slider.value, device=dev.value))
+        with busy(status, controls, "measuring " + ", ".join(f"{k}={v}" for k, v in setting.items()) + " …"):
+            pts, cross = run(**setting)
+        _show_in(out, lambda: plot_sweep(pts, cross, title=", ".join(f"{k}={v}" for k, v in setting.items())))
 
-    for w in (d_slider, h_slider, b_slider, dev):
+    for w in controls:
         w.observe(redraw, names="value")
     if points is not None:
-        draw(*points)
+        _show_in(out, lambda: plot_sweep(*points, title=f"d={d}, heads={heads}, batch={batch}, {devices[0]}"))
     else:
         redraw()
-    return W.VBox([W.HBox([d_slider, h_slider]), W.HBox([b_slider, dev]), out])
+    return widgets.VBox([widgets.HBox([d_slider, h_slider]), widgets.HBox([b_slider, dev, status]), out])
 
 
 # ============================================================ notebook 03: the SwiftFormer family
@@ -253,10 +291,8 @@ def plot_stage_costs(costs: dict, title: str = ""):
         attn = np.array([s["attention"] for s in costs[name]["stages"]]) / 1e6
         ax.bar(xs, conv, width, color=color, alpha=0.35, hatch="//", edgecolor=color)
         ax.bar(xs, attn, width, bottom=conv, color=color, label=label)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(stages)))
-    ax.set_xticklabels([f"stage {s['stage']}\nN={s['tokens']}, D={s['channels']}" for s in stages])
-    ax.set_ylabel("MMACs (hatched: convolutions)")
+    ax.set(yscale="log", ylabel="MMACs (hatched: convolutions)")
+    ax.set_xticks(range(len(stages)), [f"stage {s['stage']}\nN={s['tokens']}, D={s['channels']}" for s in stages])
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(title or "MACs per stage", fontsize=10)
     return fig
@@ -264,25 +300,24 @@ def plot_stage_costs(costs: dict, title: str = ""):
 
 def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"),
                             resolutions=range(64, 1025, 32), size: str = "swiftformer_xs", resolution: int = 224):
-    """Sliders (model size, input resolution; ``continuous_update=False``) around :func:`plot_stage_costs`.
-
-    ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}`` supplies the data.
-    """
-    import ipywidgets as w
-
-    size_slider = w.SelectionSlider(options=list(sizes), value=size, description="model", continuous_update=False)
-    res_slider = w.SelectionSlider(options=list(resolutions), value=resolution, description="pixels",
-                                   continuous_update=False)
-    out = w.Output()
+    """A model menu (paper names, :data:`swiftlib.models.PAPER_NAMES`) and an input-resolution slider
+    around :func:`plot_stage_costs`; ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}``
+    supplies the data (``size`` is the model name, e.g. ``"swiftformer_xs"``)."""
+    size_menu = widgets.Dropdown(options=[(PAPER_NAMES.get(s, s), s) for s in sizes], value=size,
+                                 description="model", layout=widgets.Layout(width="240px"), style=_STYLE)
+    res_slider = widgets.SelectionSlider(options=list(resolutions), value=resolution, description="input pixels",
+                                         layout=widgets.Layout(width="380px"), **_CONTROL)
+    out = widgets.Output()
 
     def redraw(_=None):
-        size, px = size_slider.value, res_slider.value
-        _show_in(out, lambda: plot_stage_costs(costs_fn(size, px), title=f"{size} at {px} x {px} px"))
+        size, px = size_menu.value, res_slider.value
+        _show_in(out, lambda: plot_stage_costs(costs_fn(size, px), title=f"{PAPER_NAMES.get(size, size)} at "
+                                                                         f"{px} x {px} px"))
 
-    size_slider.observe(redraw, names="value")
-    res_slider.observe(redraw, names="value")
+    for w in (size_menu, res_slider):
+        w.observe(redraw, names="value")
     redraw()
-    return w.VBox([w.HBox([size_slider, res_slider]), out])
+    return widgets.VBox([widgets.HBox([size_menu, res_slider]), out])
 
 
 def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = ""):
@@ -302,8 +337,7 @@ def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = ""):
         ax_p.scatter(float(r["iphone14_ne_latency_ms"]), float(r["top1"]), color=c, s=25)
         ax_p.annotate(r["model"], (float(r["iphone14_ne_latency_ms"]), float(r["top1"])), fontsize=6,
                       xytext=(3, 2), textcoords="offset points")
-    ax_p.set_xlabel("latency, iPhone 14 Neural Engine (ms, paper)")
-    ax_p.set_ylabel("ImageNet-1K top-1 (%, paper)")
+    ax_p.set(xlabel="latency, iPhone 14 Neural Engine (ms, paper)", ylabel="ImageNet-1K top-1 (%, paper)")
     ax_p.set_title("paper, Table 2", fontsize=10)
     for r in measured_rows:
         c = "tab:blue" if str(r["model"]).startswith("SwiftFormer") else "tab:orange"
@@ -330,21 +364,14 @@ def plot_training_curves(history, steps=None, title: str = ""):
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.3))
     ep = [r["epoch"] for r in history]
     if steps:
-        xs, ys = zip(*steps)
-        ax_l.plot(xs, ys, color="0.75", lw=0.8, label="train loss (step)")
-    for key, style in (("train_loss", "o-"), ("val_loss", "s--")):
-        pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
-        if pts:
-            ax_l.plot(*zip(*pts), style, label=key.replace("_", " "))
-    for key, style in (("train_top1", "o-"), ("val_top1", "s--")):
-        pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
-        if pts:
-            ax_a.plot(*zip(*pts), style, label=key.replace("_", " ") + " %")
-    ax_l.set_xlabel("epoch")
-    ax_l.set_ylabel("loss")
-    ax_a.set_xlabel("epoch")
-    ax_a.set_ylabel("top-1 %")
-    ax_a.set_ylim(0, 100)
+        ax_l.plot(*zip(*steps), color="0.75", lw=0.8, label="train loss (step)")
+    for ax, metric, unit in ((ax_l, "loss", ""), (ax_a, "top1", " %")):
+        for key, style in ((f"train_{metric}", "o-"), (f"val_{metric}", "s--")):
+            pts = [(e, r[key]) for e, r in zip(ep, history) if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=key.replace("_", " ") + unit)
+    ax_l.set(xlabel="epoch", ylabel="loss")
+    ax_a.set(xlabel="epoch", ylabel="top-1 %", ylim=(0, 100))
     for ax in (ax_l, ax_a):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -376,8 +403,7 @@ def plot_confusion_matrix(targets, predictions, class_names, normalize: bool = T
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=100 if normalize else None)
     ax.set_xticks(range(k), class_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(k), class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     for i in range(k):
         for j in range(k):
             if cm[i, j] >= (1 if normalize else 0.5):
@@ -396,9 +422,8 @@ def plot_predictions(images, class_names, targets, predictions=None, mean=(0.0, 
     imgs = np.asarray(images, dtype=np.float32)
     if imgs.ndim != 4 or imgs.shape[1] not in (1, 3):
         raise ValueError(f"images must be [B, 3, H, W] (or [B, 1, H, W]), got shape {imgs.shape}")
-    imgs = imgs * np.asarray(std, dtype=np.float32)[None, :, None, None] + \
-        np.asarray(mean, dtype=np.float32)[None, :, None, None]
-    imgs = np.clip(imgs.transpose(0, 2, 3, 1), 0, 1)
+    scale, shift = (np.asarray(v, dtype=np.float32)[None, :, None, None] for v in (std, mean))
+    imgs = np.clip((imgs * scale + shift).transpose(0, 2, 3, 1), 0, 1)  # [B, C, H, W] -> [B, H, W, C]
     n = len(imgs)
     nrows = max(1, -(-n // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.6 * nrows), squeeze=False)
@@ -431,8 +456,7 @@ def plot_op_inventory(rows, names=None, flagged=None, title: str = ""):
     ops = [r for r in rows if r["op"] not in totals]
     flagged = set(flagged or ())
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(ops) + 1.2), constrained_layout=True)
-    y = np.arange(len(ops))
-    h = 0.8 / len(names)
+    y, h = np.arange(len(ops)), 0.8 / len(names)
     for i, name in enumerate(names):
         label = name + (f" ({totals['non-const total'][name]} ops)" if "non-const total" in totals else "")
         ax.barh(y + (i - (len(names) - 1) / 2) * h, [r[name] for r in ops], height=h, label=label)
@@ -467,10 +491,8 @@ def plot_device_vs_paper(timings, paper: dict, compute_units: str = "CPU_AND_NE"
         hi = 1.0
         ax.text(0.5, 0.5, f"no {compute_units} rows for models in the paper", ha="center", transform=ax.transAxes)
     ax.plot([0, hi], [0, hi], color="grey", lw=1, ls="--", label="measured = paper")
-    ax.set_xlim(0, hi)
-    ax.set_ylim(0, hi)
-    ax.set_xlabel("paper Table 2 latency, iPhone 14 NE (ms)")
-    ax.set_ylabel(f"measured median latency, {compute_units} (ms)")
+    ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="paper Table 2 latency, iPhone 14 NE (ms)",
+           ylabel=f"measured median latency, {compute_units} (ms)")
     ax.legend(loc="upper left", fontsize=8)
     devices = sorted({p[3] for p in pts})
     ax.set_title(title or ("measured vs paper" + (f": {', '.join(devices)}" if devices else "")), fontsize=10)
