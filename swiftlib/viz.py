@@ -20,11 +20,11 @@ from swiftlib.models import PAPER_NAMES, stage_shapes
 
 # ============================================================ shared by the plots and the widgets
 #: One colour and label per attention variant, shared by every plot.
-VARIANT_STYLE = {
-    "self": ("tab:red", "self-attention  O(N²D)"),
-    "transposed": ("tab:purple", "transposed  O(ND²/h)"),
-    "separable": ("tab:green", "separable  O(ND)"),
-    "additive": ("tab:blue", "additive (SwiftFormer)  O(ND)"),
+VARIANT_STYLE = {  # the label gives the cost of the token mixing itself; every mixer adds O(ND²) projections
+    "self": ("tab:red", "self-attention, mixing O(N²D)"),
+    "transposed": ("tab:purple", "transposed, mixing O(ND²/h)"),
+    "separable": ("tab:green", "separable, mixing O(ND)"),
+    "additive": ("tab:blue", "additive (SwiftFormer), mixing O(ND)"),
 }
 
 #: Token counts of SwiftFormer's four stages at 224 px (56², 28², 14², 7²), from the model's stage shapes.
@@ -195,7 +195,6 @@ def plot_attention_maps(image: np.ndarray, maps: dict, grid: tuple[int, int], qu
 SWEEP_STYLE = {**{k: (c, lbl, "-") for k, (c, lbl) in VARIANT_STYLE.items()},
                "timm_additive": ("tab:blue", "timm additive (peer)", "--"),
                "additive_inference": ("tab:blue", "additive, inference module", "-."),
-               "additive_reparameterized": ("tab:blue", "additive, inference module", "-."),
                "additive_matmuls": ("tab:blue", "additive: its matrix products alone", ":")}
 
 
@@ -272,29 +271,30 @@ def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch:
 
 # ============================================================ notebook 03: the SwiftFormer family
 def plot_stage_costs(costs: dict, title: str = ""):
-    """Per-stage MACs of one SwiftFormer for several token mixers (log scale), tokens annotated.
+    """Per-stage MACs of one SwiftFormer for several token mixers: one panel per stage, each on its own
+    linear axis (so that the small late stages stay visible), one bar per attention with the
+    convolutions hatched at the bottom and the mixer on top, labelled with the mixer's MMACs and its
+    share of the stage.
 
-    ``costs``: ``{attention: swiftlib.models.swiftformer_macs(...)}``. Each stage gets one group of
-    bars (convolutions hatched at the bottom, the mixer on top), one colour per attention
-    (:data:`VARIANT_STYLE`). Returns the Figure.
+    ``costs``: ``{attention: swiftlib.models.swiftformer_macs(...)}``; colours from
+    :data:`VARIANT_STYLE`. Returns the Figure.
     """
     if not costs:
         raise ValueError("plot_stage_costs needs at least one {attention: swiftformer_macs(...)} entry")
-    names = list(costs)
-    stages = costs[names[0]]["stages"]
-    fig, ax = plt.subplots(figsize=(9, 3.8), constrained_layout=True)
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        color, label = VARIANT_STYLE.get(name, ("tab:gray", name))
-        xs = np.arange(len(stages)) + (j - (len(names) - 1) / 2) * width
-        conv = np.array([s["conv"] for s in costs[name]["stages"]]) / 1e6
-        attn = np.array([s["attention"] for s in costs[name]["stages"]]) / 1e6
-        ax.bar(xs, conv, width, color=color, alpha=0.35, hatch="//", edgecolor=color)
-        ax.bar(xs, attn, width, bottom=conv, color=color, label=label)
-    ax.set(yscale="log", ylabel="MMACs (hatched: convolutions)")
-    ax.set_xticks(range(len(stages)), [f"stage {s['stage']}\nN={s['tokens']}, D={s['channels']}" for s in stages])
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title or "MACs per stage", fontsize=10)
+    stages = next(iter(costs.values()))["stages"]
+    fig, axes = plt.subplots(1, len(stages), figsize=(12, 3.6), constrained_layout=True, squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        for j, (name, c) in enumerate(costs.items()):
+            s, color = c["stages"][i], VARIANT_STYLE.get(name, ("tab:gray", name))[0]
+            ax.bar(j, s["conv"] / 1e6, color=color, alpha=0.3, hatch="//", edgecolor=color)
+            ax.bar(j, s["attention"] / 1e6, bottom=s["conv"] / 1e6, color=color)
+            ax.annotate(f"{s['attention'] / 1e6:.1f}\n{s['attention'] / s['total']:.0%}", (j, s["total"] / 1e6),
+                        xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(costs)), list(costs), fontsize=8, rotation=20)
+        ax.margins(y=0.2)
+        ax.set_title(f"stage {s['stage']}: N={s['tokens']:,}, D={s['channels']}", fontsize=9)
+    axes[0][0].set_ylabel("MMACs (hatched: convolutions)")
+    fig.suptitle((title or "MACs per stage") + "; labels: mixer MMACs, share of the stage", fontsize=10)
     return fig
 
 
@@ -320,34 +320,50 @@ def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", 
     return widgets.VBox([widgets.HBox([size_menu, res_slider]), out])
 
 
-def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = ""):
+def separate_labels(ax, offset=(3, -9)) -> None:
+    """Move each text annotation of ``ax`` that overlaps an earlier one to ``offset`` points below its point."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for text in ax.texts:
+        if any(text.get_window_extent(renderer).overlaps(box) for box in placed):
+            text.set_position(offset)
+        placed.append(text.get_window_extent(renderer))
+
+
+def _scatter_labelled(ax, points) -> None:
+    """``points``: ``(x, y, label, colour)`` tuples, drawn and labelled."""
+    for x, y, label, color in points:
+        ax.scatter(x, y, color=color, s=25)
+        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+
+
+def plot_accuracy_vs_latency(paper_rows, measured_rows, title: str = "",
+                             measured_xlabel: str = "latency, CPU, batch 1 (ms, median, measured)",
+                             measured_title: str = "measured (top-1 from the paper)"):
     """Two panels, top-1 (paper) against latency: the paper's iPhone 14 Neural Engine (left) and
-    latencies measured here (right).
+    measured latencies (right; say where with ``measured_xlabel`` / ``measured_title``).
 
     ``paper_rows``: dicts with ``model``, ``family``, ``iphone14_ne_latency_ms``, ``top1``
     (data/paper_table2.csv). ``measured_rows``: dicts with ``model`` (a paper name), ``latency_ms``,
-    ``top1`` and optional ``label``. SwiftFormers are drawn in blue. Returns the Figure.
+    ``top1`` and optional ``label``. SwiftFormers are drawn in blue; overlapping labels are moved
+    below their points. Returns the Figure.
     """
     if not paper_rows:
         raise ValueError("plot_accuracy_vs_latency needs the paper rows (data/paper_table2.csv)")
     colors = {"swiftformer": "tab:blue", "hybrid": "tab:orange", "convnet": "tab:green", "transformer": "tab:red"}
     fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for r in paper_rows:
-        c = colors.get(r.get("family", ""), "tab:gray")
-        ax_p.scatter(float(r["iphone14_ne_latency_ms"]), float(r["top1"]), color=c, s=25)
-        ax_p.annotate(r["model"], (float(r["iphone14_ne_latency_ms"]), float(r["top1"])), fontsize=6,
-                      xytext=(3, 2), textcoords="offset points")
+    _scatter_labelled(ax_p, [(float(r["iphone14_ne_latency_ms"]), float(r["top1"]), r["model"],
+                              colors.get(r.get("family", ""), "tab:gray")) for r in paper_rows])
     ax_p.set(xlabel="latency, iPhone 14 Neural Engine (ms, paper)", ylabel="ImageNet-1K top-1 (%, paper)")
     ax_p.set_title("paper, Table 2", fontsize=10)
-    for r in measured_rows:
-        c = "tab:blue" if str(r["model"]).startswith("SwiftFormer") else "tab:orange"
-        ax_m.scatter(float(r["latency_ms"]), float(r["top1"]), color=c, s=25)
-        ax_m.annotate(r.get("label", r["model"]), (float(r["latency_ms"]), float(r["top1"])), fontsize=6,
-                      xytext=(3, 2), textcoords="offset points")
-    ax_m.set_xlabel("latency, this machine's CPU, batch 1 (ms, measured)")
-    ax_m.set_title("measured here (top-1 from the paper)", fontsize=10)
+    _scatter_labelled(ax_m, [(float(r["latency_ms"]), float(r["top1"]), r.get("label", r["model"]),
+                              "tab:blue" if str(r["model"]).startswith("SwiftFormer") else "tab:orange")
+                             for r in measured_rows])
+    ax_m.set_xlabel(measured_xlabel)
+    ax_m.set_title(measured_title, fontsize=10)
     for ax in (ax_p, ax_m):
         ax.grid(alpha=0.3)
+        separate_labels(ax)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -1,14 +1,15 @@
 """swiftlib.models against independent references: timm's SwiftFormer (weights both ways, official
 layout via timm's own checkpoint_filter_fn), the paper's parameter / GMAC numbers in
 data/swiftformer_variants.csv, fvcore's counts, and the unfused model for fusion."""
-import argparse
 import csv
+import datetime
 import math
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
@@ -238,10 +239,10 @@ def test_non_checkpoint_files_give_clear_errors(tmp_path):
     torch.save([1, 2, 3], listing)
     with pytest.raises(ValueError, match="does not hold a state dict"):
         load_checkpoint(create_model("swiftformer_xs"), listing)
-    with_args = tmp_path / "with_args.pth"
-    torch.save({"model": {}, "args": argparse.Namespace(lr=1e-3)}, with_args)
-    with pytest.raises(ValueError, match="argparse.Namespace.*never runs code") as refused:
-        load_checkpoint(create_model("swiftformer_xs"), with_args)
+    with_object = tmp_path / "with_object.pth"  # (argparse.Namespace, which official files hold, may load)
+    torch.save({"model": {}, "created": datetime.date(2024, 1, 1)}, with_object)
+    with pytest.raises(ValueError, match="datetime.date.*never runs code") as refused:
+        load_checkpoint(create_model("swiftformer_xs"), with_object)
     assert "weights_only=False" not in str(refused.value)
     with pytest.raises(FileNotFoundError, match="checkpoint file not found"):
         load_checkpoint(create_model("swiftformer_xs"), tmp_path / "missing.pth")
@@ -445,11 +446,27 @@ def test_stage_shapes_at_224_and_bad_sizes():
 def test_notebook_plots_render_headlessly():
     costs = {a: swiftformer_macs("swiftformer_xs", 224, attention=a) for a in ATTENTIONS}
     fig = viz.plot_stage_costs(costs, title="xs")
-    assert len(fig.axes[0].patches) == 2 * 4 * 4  # (conv, attention) x stages x attentions
+    assert len(fig.axes) == 4  # one panel per stage, each on its own linear axis: small stages stay visible
+    for ax, i in zip(fig.axes, range(4)):
+        assert ax.get_yscale() == "linear" and len(ax.patches) == 2 * 4  # (conv, attention) x attentions
+        tops = [p.get_y() + p.get_height() for p in ax.patches]
+        assert max(tops) == pytest.approx(max(c["stages"][i]["total"] for c in costs.values()) / 1e6)
+        assert ax.get_ylim()[1] > max(tops)  # nothing cut off
     with open(DATA_DIR / "paper_table2.csv") as f:
         paper = list(csv.DictReader(f))
     fig = viz.plot_accuracy_vs_latency(paper, [{"model": "SwiftFormer-XS", "latency_ms": 5.0, "top1": 75.7}])
     assert len(fig.axes) == 2 and len(fig.axes[0].collections) == len(paper)
+    fig, ax = plt.subplots()
+    ax.set(xlim=(0, 2), ylim=(70, 90))
+    for label in ("EfficientFormer-L1", "SwiftFormer-L1"):  # two labels at the same point overlap
+        ax.annotate(label, (1.0, 80.0), xytext=(3, 2), textcoords="offset points")
+    fig.canvas.draw()
+    first, second = (t.get_window_extent(fig.canvas.get_renderer()) for t in ax.texts)
+    assert first.overlaps(second)
+    viz.separate_labels(ax)
+    fig.canvas.draw()
+    first, second = (t.get_window_extent(fig.canvas.get_renderer()) for t in ax.texts)
+    assert not first.overlaps(second)
     with pytest.raises(ValueError):
         viz.plot_stage_costs({})
 

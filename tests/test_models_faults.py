@@ -1,6 +1,7 @@
 """Bad inputs and hostile files for swiftlib.attention and swiftlib.models: every case gets a clear error
 naming the argument (or dtype, or blocked global), files never run code, training-only traps are explained,
 and the transposed attention's temperature gets no weight decay in timm's optimizer."""
+import argparse
 import math
 import pickle
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import timm
 import torch
 from fvcore.nn import FlopCountAnalysis
+from safetensors.torch import save_file
 from timm.optim import create_optimizer_v2
 from torch import nn
 
@@ -16,7 +18,6 @@ import swiftlib.attention as A
 from swiftlib.attention_inference import EfficientAdditiveAttentionInference
 from swiftlib.models import (SwiftFormer, checkpoint_num_classes, create_model, fuse_for_inference, load_checkpoint,
                              read_checkpoint, save_checkpoint, stage_shapes, swiftformer_macs, to_official_keys)
-from swiftlib.models.checkpoints import _read_checkpoint
 
 VARIANT_NAMES = ["self", "transposed", "separable", "additive"]
 FORMS = VARIANT_NAMES + ["additive_inference"]
@@ -54,7 +55,6 @@ def test_a_hostile_pickle_is_refused_by_every_reader(hostile):
     readers = {
         "read_checkpoint": lambda: read_checkpoint(path),
         "read_checkpoint(str)": lambda: read_checkpoint(str(path)),
-        "_read_checkpoint": lambda: _read_checkpoint(path, weights_only=True),
         "load_checkpoint": lambda: load_checkpoint(create_model("swiftformer_xs", num_classes=3), path),
         "create_model": lambda: create_model("swiftformer_xs", num_classes=3, checkpoint=path),
         "checkpoint_num_classes": lambda: checkpoint_num_classes(path),
@@ -85,12 +85,28 @@ def test_a_plain_pickle_file_runs_nothing(tmp_path):
 
 def test_weights_only_cannot_be_turned_off(tmp_path):
     path = save_checkpoint(create_model("swiftformer_xs", num_classes=3), tmp_path / "xs.pth")
-    for call in (lambda: load_checkpoint(create_model("swiftformer_xs", num_classes=3), path, weights_only=False),
-                 lambda: _read_checkpoint(path, weights_only=False)):
-        with pytest.raises(ValueError, match="weights_only must be True.*never runs code"):
-            call()
+    with pytest.raises(ValueError, match="weights_only must be True.*never runs code"):
+        load_checkpoint(create_model("swiftformer_xs", num_classes=3), path, weights_only=False)
     payload = read_checkpoint(path)  # the one reader returns the payload save_checkpoint wrote
     assert set(payload) == {"model", "arch", "attention", "num_classes"} and payload["num_classes"] == 3
+
+
+def test_official_arguments_and_timm_safetensors_load(tmp_path):
+    """The official main.py saves its argparse.Namespace beside the weights; timm's hub files are safetensors."""
+    timm_model = timm.create_model("swiftformer_xs", pretrained=False, num_classes=7).eval()
+    official = {"model": to_official_keys(create_model("swiftformer_xs", num_classes=7).state_dict()),
+                "epoch": 299, "args": argparse.Namespace(model="SwiftFormer_XS", lr=2e-3)}
+    torch.save(official, tmp_path / "official.pth")
+    assert read_checkpoint(tmp_path / "official.pth")["args"].lr == 2e-3
+    save_file(timm_model.state_dict(), tmp_path / "model.safetensors")
+    ours = create_model("swiftformer_xs", num_classes=7, checkpoint=tmp_path / "model.safetensors").eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), timm_model(x))
+    assert checkpoint_num_classes(tmp_path / "model.safetensors") == 7
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        read_checkpoint(tmp_path / "bad.safetensors")
 
 
 def test_bad_checkpoint_paths_get_one_line_errors(tmp_path):

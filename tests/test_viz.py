@@ -147,7 +147,7 @@ def test_swiftformer_widget_menu_shows_whole_model_names_and_redraws():
     def costs_fn(size, res):
         calls.append((size, res))
         return {"additive": {"stages": [{"stage": 1, "tokens": (res // 4) ** 2, "channels": 48, "conv": 1e6 * res,
-                                         "attention": 1e5 * res}]}}
+                                         "attention": 1e5 * res, "total": 1.1e6 * res}]}}
 
     box = viz.swiftformer_cost_widget(costs_fn)
     menu, res_slider = box.children[0].children

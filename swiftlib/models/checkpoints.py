@@ -19,6 +19,7 @@ The attention's own load hook (:class:`swiftlib.attention.EfficientAdditiveAtten
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -28,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -109,11 +112,20 @@ def _only_weights(weights_only: bool) -> None:
         raise ValueError(f"weights_only must be True, got {weights_only!r}: {_TRUST_HINT}")
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"could not read {path} ({path.stat().st_size} bytes): the file is truncated or is not "
+                         f"a safetensors file ({type(e).__name__}: {e})") from e
+
+
 def read_checkpoint(path) -> object:
     """The one file reader of swiftlib's checkpoints: ``torch.load(path, map_location="cpu", weights_only=True)``.
 
-    Only tensors and plain Python values (dicts, lists, numbers, strings) load; nothing in the file
-    is run. A file that needs any other global (a class, a function: the way a pickle runs code) is
+    Only tensors and plain Python values (dicts, lists, numbers, strings, the ``argparse.Namespace`` of
+    arguments that the official code saves) load; nothing in the file is run. A ``.safetensors`` file
+    (timm's hub format) is read with ``safetensors.torch.load_file``. A file that needs any other global (a class, a function: the way a pickle runs code) is
     refused with a ValueError naming it. A missing path, a directory, a truncated or non-PyTorch file
     each get their own one-line error (FileNotFoundError, IsADirectoryError, ValueError).
     """
@@ -124,8 +136,13 @@ def read_checkpoint(path) -> object:
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"expected a checkpoint file, got a directory: {path}")
+    if path.suffix == ".safetensors":  # timm's hub format: tensors only by construction
+        return _read_safetensors(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # argparse.Namespace: the official main.py (and timm's train.py) save their arguments in the
+        # checkpoint; a Namespace is plain data (its attributes), so it may load.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
         raise
     except pickle.UnpicklingError as e:
@@ -139,12 +156,6 @@ def read_checkpoint(path) -> object:
         size = path.stat().st_size
         raise ValueError(f"could not read checkpoint {path} ({size} bytes): the file is truncated or is not a "
                          f"PyTorch checkpoint ({type(e).__name__}: {e})") from e
-
-
-def _read_checkpoint(path, weights_only: bool = True) -> object:
-    """Alias of :func:`read_checkpoint` for callers that still import the private name (only ``weights_only=True``)."""
-    _only_weights(weights_only)
-    return read_checkpoint(path)
 
 
 def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import json
 from swiftlib.cli import ArgumentParser, run
 from swiftlib.data import DATASETS
 from swiftlib.train.checks import CHOICES, flag
-from swiftlib.train.config import RECIPE_NAMES, TrainConfig
+from swiftlib.train.config import RECIPE_NAMES, RECIPES, TrainConfig
 from swiftlib.train.evaluation import evaluate_checkpoint
 from swiftlib.train.loop import fit
 from swiftlib.train.sampling import dist_info
@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
     for f in dataclasses.fields(TrainConfig):
         kind = str(f.type)
-        default = "from the recipe" if f.default is None else f.default
+        default = f.default if f.default is not None else (
+            "from the recipe" if any(f.name in r for r in RECIPES.values()) else "none")
         if "bool" in kind:
             p.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, default=None,
                            help=f"(default: {default})")
