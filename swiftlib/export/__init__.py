@@ -20,25 +20,37 @@ One module a job:
   stages (:func:`stage_shapes`), plus a manifest CSV for timing on a phone.
 * :mod:`~swiftlib.export.inventory` -- :func:`op_inventory` (MIL ops of a saved package, any OS),
   the Neural Engine lint :data:`NE_LINT`, :func:`inventory_vs_timm` (beside timm's export).
-* :mod:`~swiftlib.export.onnx` -- :func:`to_onnx`, :func:`check_onnx`, :func:`ort_session` (the one
-  ONNX Runtime session builder), :func:`onnx_latency` (ratio against timm's export, same run).
-* :mod:`~swiftlib.export.runtime` -- :func:`check_coreml`, :func:`time_coreml` (macOS; elsewhere
-  ``{"status": "skipped", "reason"}``, see :func:`coreml_runtime`).
+* :mod:`~swiftlib.export.coreml_passes` -- the exact graph rewrite swiftlib's Core ML exports run after
+  coremltools' passes (an L2 normalisation over a whole map becomes one ``l2_norm`` op).
+* :mod:`~swiftlib.export.mil` (+ :mod:`~swiftlib.export.mil_ops`) -- a reference interpreter of ML
+  programs: :func:`~swiftlib.export.mil.load_program`, :func:`~swiftlib.export.mil.run_program`,
+  :func:`~swiftlib.export.mil.check_package`, any OS.
+* :mod:`~swiftlib.export.check` -- :func:`check_mlpackage`: a package against the torch model it was
+  exported from, through the interpreter (``python -m swiftlib.export check``).
+* :mod:`~swiftlib.export.onnx` -- :func:`to_onnx` (the file ``python -m swiftlib.export onnx`` writes),
+  :func:`to_onnx_peer` (timm's export, as timm's users make it), :func:`check_onnx`, :func:`ort_session`
+  (the one ONNX Runtime session builder), :func:`onnx_latency` (ratio against timm's export, same run).
+* :mod:`~swiftlib.export.runtime` -- :func:`check_coreml`, :func:`compute_plan`, :func:`time_coreml`
+  (macOS; elsewhere ``{"status": "skipped", "reason"}``, see :func:`coreml_runtime`).
 * :mod:`~swiftlib.export.timings` -- :func:`load_device_timings` (Xcode Performance Report numbers,
   template ``data/device_timings_template.csv``), :func:`paper_latency` (the paper's Table 2).
-* :mod:`~swiftlib.export.cli` -- ``python -m swiftlib.export {coreml,block,sweep,inventory,compare,onnx,check}``.
+* :mod:`~swiftlib.export.cli` -- ``python -m swiftlib.export {coreml,block,sweep,inventory,compare,onnx,check}``
+  (:func:`main` raises on bad input, :func:`cli` answers it in one line, exit status 2).
 """
 from timm.data import IMAGENET_DEFAULT_MEAN as IMAGENET_MEAN  # timm's constants, re-exported (one home: timm)
 from timm.data import IMAGENET_DEFAULT_STD as IMAGENET_STD
 
 from swiftlib.data import imagenet_class_labels
-from swiftlib.export.cli import build_parser, main
-from swiftlib.export.common import COMPUTE_UNITS, PRECISIONS, RESULTS_DIR, resolve_model, sample_images
+from swiftlib.export import mil
+from swiftlib.export.check import check_mlpackage, format_check
+from swiftlib.export.cli import build_parser, cli, main
+from swiftlib.export.common import COMPUTE_UNITS, PRECISIONS, RESULTS_DIR, build_model, resolve_model, sample_images
 from swiftlib.export.coreml import ImageClassifier, block_module, to_coreml, to_coreml_block, to_coreml_module
 from swiftlib.export.inventory import (NE_LINT, OpInventory, compare_inventories, format_inventory_table,
                                        inventory_vs_timm, op_inventory, write_inventory_results)
-from swiftlib.export.onnx import check_onnx, onnx_latency, ort_session, to_onnx, write_onnx_latency
-from swiftlib.export.runtime import check_coreml, coreml_runtime, time_coreml
+from swiftlib.export.onnx import (ONNX_OPSET, check_onnx, onnx_latency, ort_session, to_onnx, to_onnx_peer,
+                                  write_onnx_latency)
+from swiftlib.export.runtime import check_coreml, compute_plan, coreml_runtime, time_coreml
 from swiftlib.export.sweep import MANIFEST_COLUMNS, export_sweep, stage_shapes
 from swiftlib.export.timings import DEVICE_TIMING_COLUMNS, load_device_timings, paper_latency
 from swiftlib.models import MapAdditiveAttention, MapSwiftFormerEncoder, export_friendly
@@ -54,6 +66,7 @@ __all__ = [
     "MapSwiftFormerEncoder",
     "export_friendly",
     "resolve_model",
+    "build_model",
     "imagenet_class_labels",
     "sample_images",
     "ImageClassifier",
@@ -73,7 +86,13 @@ __all__ = [
     "coreml_runtime",
     "check_coreml",
     "time_coreml",
+    "compute_plan",
+    "mil",
+    "check_mlpackage",
+    "format_check",
+    "ONNX_OPSET",
     "to_onnx",
+    "to_onnx_peer",
     "check_onnx",
     "onnx_latency",
     "write_onnx_latency",
@@ -83,4 +102,5 @@ __all__ = [
     "DEVICE_TIMING_COLUMNS",
     "build_parser",
     "main",
+    "cli",
 ]

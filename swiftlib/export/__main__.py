@@ -1,7 +1,7 @@
 """``python -m swiftlib.export ...``: see :mod:`swiftlib.export.cli`."""
 import sys
 
-from swiftlib.export.cli import main
+from swiftlib.export.cli import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

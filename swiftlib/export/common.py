@@ -13,8 +13,9 @@ map path (:func:`swiftlib.models.export_friendly`); any other module (e.g. timm'
 from __future__ import annotations
 
 import math
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 import swiftlib
-from swiftlib.models import (MIN_INPUT_SIZE, SwiftFormer, create_model, export_friendly, fuse_for_inference,
-                             resolve_name)
+from swiftlib.models import (MIN_INPUT_SIZE, SwiftFormer, checkpoint_num_classes, create_model, export_friendly,
+                             fuse_for_inference, read_checkpoint, resolve_name)
 
 #: Core ML compute precisions an export can use.
 PRECISIONS = ("fp16", "fp32")
@@ -53,13 +54,22 @@ def check_img_size(img_size) -> int:
 
 
 def check_out_path(path, suffix: str) -> Path:
-    """``path`` as a Path ending in ``suffix`` whose folder exists."""
+    """``path`` as a Path ending in ``suffix`` whose folder exists (and is a folder); an existing ``path``
+    of the wrong kind (a folder where a file goes, a file where a package folder goes) is refused too."""
     path = Path(path)
     if path.suffix != suffix:
         raise ValueError(f"output path must end with {suffix!r}, got {str(path)!r}")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {str(path.parent)!r} does not exist (create it first); "
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"output folder {str(parent)!r} is a file, not a folder; needed for {path.name}")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(parent)!r} does not exist (create it first); "
                                 f"needed for {path.name}")
+    package = suffix == ".mlpackage"  # a Core ML package is a folder, every other output a file
+    if path.exists() and path.is_dir() != package:
+        raise (FileExistsError if package else IsADirectoryError)(
+            f"{str(path)!r} exists and is a {'folder' if path.is_dir() else 'file'}; the output is a "
+            f"{'package folder' if package else 'file'}: remove it or choose another name")
     return path
 
 
@@ -100,25 +110,70 @@ def output_dir(out_dir, prefix: str) -> Iterator[Path]:
 
 
 # ============================================================================ the module to export
-def _build_named(name: str, num_classes: int, checkpoint, attention: str) -> tuple[nn.Module, str, str]:
-    """``(model, canonical name, source)`` of a model built here (seed 0, or ``checkpoint``'s weights)."""
+def _read_payload(checkpoint) -> tuple[Any, str]:
+    """``(payload, where)`` of a checkpoint path (read by :func:`swiftlib.models.read_checkpoint`: tensors
+    and plain values only, nothing in the file runs) or of an in-memory state dict / payload."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return read_checkpoint(checkpoint), str(checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f"checkpoint must be a file path or a state dict, got {type(checkpoint).__name__}")
+    return checkpoint, "in-memory state dict"
+
+
+def _class_count(payload, num_classes: int | None, where: str) -> int:
+    """The classifier size to build: the checkpoint's, which an explicit ``num_classes`` must equal."""
+    if payload is None:
+        return 1000 if num_classes is None else int(num_classes)
+    k = checkpoint_num_classes(payload)
+    if num_classes is not None and int(num_classes) != k:
+        raise ValueError(f"num_classes={num_classes} but the classifier in {where} has {k} classes; leave "
+                         f"num_classes out (it is read from the checkpoint) or pass {k}")
+    return k
+
+
+def _payload_field(payload, key: str):
+    return payload.get(key) if isinstance(payload, Mapping) else None
+
+
+def build_model(name: str, num_classes: int | None = None, checkpoint=None, attention: str | None = None
+                ) -> tuple[nn.Module, dict[str, Any]]:
+    """The eval-mode SwiftFormer an export of ``name`` starts from (not fused), and a description.
+
+    Seed 0 (a random-initialisation export is reproducible and checkable against torch later), or the
+    weights of ``checkpoint`` (a path or a state dict in any layout :func:`swiftlib.models.load_checkpoint`
+    reads). The class count comes from the checkpoint's classifier (:func:`swiftlib.models.checkpoint_num_classes`;
+    an explicit ``num_classes`` must agree), else ``num_classes`` (default 1000). ``attention``: the
+    checkpoint's ``"attention"`` entry when it has one, else ``"additive"``. The description holds
+    ``class_names`` (a swiftlib training checkpoint's class names, or None).
+    """
     key = resolve_name(name)
-    if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
+    payload, where = _read_payload(checkpoint) if checkpoint is not None else (None, None)
+    k = _class_count(payload, num_classes, where)
+    attention = attention or _payload_field(payload, "attention") or "additive"
     with torch.random.fork_rng():
-        torch.manual_seed(0)  # a random-init export is reproducible (and checkable against torch later)
-        model = create_model(key, num_classes=num_classes, attention=attention, checkpoint=checkpoint).eval()
-    source = "random initialisation (seed 0)" if checkpoint is None else (
-        str(checkpoint) if not isinstance(checkpoint, dict) else "in-memory state dict")
-    return model, key, source
+        torch.manual_seed(0)
+        model = create_model(key, num_classes=k, attention=attention, checkpoint=payload).eval()
+    names = _payload_field(payload, "class_names")
+    info = {"model": key, "attention": attention, "num_classes": k, "library": "swiftlib",
+            "source_checkpoint": "random initialisation (seed 0)" if payload is None else where,
+            "class_names": [str(c) for c in names] if names else None}
+    return model, info
 
 
-def resolve_model(model_or_name, num_classes: int = 1000, checkpoint=None, attention: str = "additive"
+def _describe_given(model: nn.Module) -> dict[str, Any]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return {"model": getattr(model, "variant_name", None) or cfg.get("architecture") or type(model).__name__,
+            "attention": getattr(model, "attention", "unknown"), "num_classes": getattr(model, "num_classes", None),
+            "source_checkpoint": getattr(model, "checkpoint_source", "given module"), "class_names": None,
+            "library": "swiftlib" if isinstance(model, SwiftFormer) else type(model).__module__.split(".")[0]}
+
+
+def resolve_model(model_or_name, num_classes: int | None = None, checkpoint=None, attention: str | None = None
                   ) -> tuple[nn.Module, dict[str, Any]]:
     """The module to export and a description of it.
 
     A name (``"swiftformer_xs"``, ``"xs"``, ... as :func:`swiftlib.models.resolve_name` reads it)
-    builds :func:`swiftlib.models.create_model` (loading ``checkpoint``). A
+    is built by :func:`build_model` (seed 0 or ``checkpoint``'s weights and class count). A
     :class:`swiftlib.models.SwiftFormer` must be in eval mode. Either way a SwiftFormer is fused
     (:func:`swiftlib.models.fuse_for_inference`) and put on the export-friendly path: a built model
     is changed in place, a given one is copied once (the caller's model is never changed). Any
@@ -126,16 +181,11 @@ def resolve_model(model_or_name, num_classes: int = 1000, checkpoint=None, atten
     """
     owned = isinstance(model_or_name, str)  # built here: fuse and convert in place
     if owned:
-        model, key, source = _build_named(model_or_name, num_classes, checkpoint, attention)
+        model, info = build_model(model_or_name, num_classes, checkpoint, attention)
     else:
         model = model_or_name
         check_eval(model)
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        key = getattr(model, "variant_name", None) or cfg.get("architecture") or type(model).__name__
-        source = getattr(model, "checkpoint_source", "given module")
-    info = {"model": key, "attention": getattr(model, "attention", "unknown"),
-            "num_classes": getattr(model, "num_classes", None), "source_checkpoint": source,
-            "library": "swiftlib" if isinstance(model, SwiftFormer) else type(model).__module__.split(".")[0]}
+        info = _describe_given(model)
     if isinstance(model, SwiftFormer):
         model = export_friendly(fuse_for_inference(model, inplace=owned), inplace=True)  # at most one copy
         info["fused"] = True

@@ -6,13 +6,18 @@ Shape glossary (as in :mod:`swiftlib.attention`)::
     B, C, H, W  feature maps / images             B, N, D  token tensors
 
 * :func:`to_coreml`: image ``[1, 3, S, S]`` -> ``classLabel`` + ``classLabel_probs`` (K classes), with
-  the ImageNet normalisation folded into Core ML's input scale/bias and the stem convolution.
+  the ImageNet normalisation folded into Core ML's input bias and the stem convolution.
 * :func:`to_coreml_block`: one attention ``[1, N, D] -> [1, N, D]`` or one SwiftFormer Encoder
   ``[1, C, H, W] -> [1, C, H, W]`` (:func:`block_module` builds it), for per-block timing.
 * :func:`to_coreml_module`: any eval-mode module with one tensor input ``x`` and one output ``y``.
 
-Target: ML program, iOS 16, fp16 by default. Every package is written atomically. coremltools is
-imported on first use (:func:`quiet_coremltools`), without its start-up noise.
+Target: ML program, iOS 16, fp16 by default. swiftlib's exports (``optimize=True``, the default) run an
+exact rewrite after coremltools' own passes (:mod:`swiftlib.export.coreml_passes`: an L2 normalisation
+over a whole map, three ops, becomes one ``l2_norm``) and take the image in pixel units (no ``mul`` by
+1/255: the scale is in the stem convolution). ``optimize=False`` is coremltools' default conversion,
+for a peer compared with swiftlib's. Every package
+is written atomically. coremltools is imported on first use (:func:`quiet_coremltools`), without its
+start-up noise.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from torch import nn
 import swiftlib
 from swiftlib.attention import VARIANTS, attention_macs, build_attention
 from swiftlib.data import imagenet_class_labels
+from swiftlib.export import coreml_passes
 from swiftlib.export.common import check_eval, check_img_size, check_out_path, check_precision, resolve_model
 from swiftlib.models import SwiftFormer, export_friendly, fuse_for_inference
 
@@ -47,7 +53,8 @@ __all__ = ["ImageClassifier", "to_coreml", "block_module", "to_coreml_block", "t
 @contextmanager
 def quiet_coremltools() -> Iterator[Any]:
     """Import coremltools without its Linux start-up noise (no native runtime) or the untested-torch warning;
-    yields the module, with the converter fixes (:func:`_register_converter_fixes`) registered."""
+    yields the module, with the converter fixes (:func:`_register_converter_fixes`) and swiftlib's graph passes
+    (:func:`swiftlib.export.coreml_passes.register`) registered."""
     logger = logging.getLogger("coremltools")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -59,6 +66,7 @@ def quiet_coremltools() -> Iterator[Any]:
             warnings.filterwarnings("ignore", message=".*has been renamed to.*")
             import coremltools as ct
             _register_converter_fixes()
+            coreml_passes.register()
             yield ct
     finally:
         logger.setLevel(level)
@@ -110,23 +118,33 @@ def _register_converter_fixes() -> None:
 class ImageClassifier(nn.Module):
     """What the Core ML image classifier computes: ``[B, 3, H, W]`` image -> probabilities ``[B, K]``.
 
-    Core ML gives the model ``p / 255 - mean`` (its input ``scale`` is one number, ``bias`` one per
-    channel); the per-channel ``1 / std`` is folded into the first convolution's input channels,
-    which is exact (zero padding stays zero). Modules without a foldable first conv get an explicit
-    per-channel multiply instead (``folded`` is False then).
+    Core ML gives the model ``u = pixel_scale * p + bias`` (one ``scale`` for all channels, one ``bias``
+    per channel: :meth:`coreml_bias`). With ``pixel_scale = 1 / 255`` that is ``p / 255 - mean`` and
+    the per-channel ``1 / std`` is folded into the first convolution's input channels; with
+    ``pixel_scale = 1`` it is ``p - 255 mean`` and ``1 / (255 std)`` is folded (Core ML then needs no
+    ``mul`` op). Either fold is exact: zero padding stays zero, and ``u`` times the folded factor is
+    ``(p / 255 - mean) / std``. Modules without a foldable first conv get an explicit per-channel
+    multiply instead (``folded`` is False then).
 
     Folding changes the first convolution, so ``model`` is deep-copied first; ``copy=False`` wraps
     (and folds into) ``model`` itself, for a module the caller owns (e.g. from :func:`resolve_model`).
-    ``std=None``: the input is already normalised (nothing to fold).
+    ``std=None``: the input is already normalised (nothing to fold, ``pixel_scale`` ignored).
     """
 
-    def __init__(self, model: nn.Module, std=IMAGENET_DEFAULT_STD, softmax: bool = True, copy: bool = True):
+    def __init__(self, model: nn.Module, std=IMAGENET_DEFAULT_STD, softmax: bool = True, copy: bool = True,
+                 pixel_scale: float = 1 / 255):
         super().__init__()
         self.model = (deepcopy(model) if copy else model).eval()
         self.softmax = softmax
-        inv_std = 1.0 / torch.tensor(std if std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
+        self.pixel_scale = 1.0 if std is None else float(pixel_scale)
+        factor = 1.0 if std is None else 1.0 / (255.0 * self.pixel_scale)  # u * factor = p / 255 - mean
+        inv_std = factor / torch.tensor(std if std is not None else (1.0, 1.0, 1.0), dtype=torch.float32)
         self.register_buffer("inv_std", inv_std.view(1, 3, 1, 1), persistent=False)
         self.folded = True if std is None else self._fold(inv_std)
+
+    def coreml_bias(self, mean=IMAGENET_DEFAULT_MEAN) -> list[float]:
+        """Core ML's per-channel input bias for this wrapper: ``-255 * pixel_scale * mean``."""
+        return [-255.0 * self.pixel_scale * m for m in mean]
 
     @torch.no_grad()
     def _fold(self, inv_std: torch.Tensor) -> bool:
@@ -137,7 +155,8 @@ class ImageClassifier(nn.Module):
         expected = self.model(x * self.inv_std)
         saved = first.weight.detach().clone()
         first.weight.mul_(inv_std.view(1, 3, 1, 1))                 # [O, 3, k, k] * [1, 3, 1, 1]
-        if not torch.allclose(self.model(x), expected, rtol=1e-4, atol=1e-5):  # the conv was not applied first
+        scale = float(expected.abs().max()) or 1.0
+        if not torch.allclose(self.model(x), expected, rtol=1e-4, atol=1e-5 * scale):  # the conv was not first
             first.weight.copy_(saved)
             return False
         return True
@@ -147,7 +166,6 @@ class ImageClassifier(nn.Module):
             x = x * self.inv_std
         y = self.model(x)                                          # [B, K] logits
         return y.softmax(dim=-1) if self.softmax else y
-
 
 
 # ============================================================================ tracing, converting, saving
@@ -175,9 +193,21 @@ def _save_mlpackage(mlmodel, path: Path) -> Path:
     return path
 
 
-def _convert(ct, traced, inputs, outputs=None, precision: str = "fp16", classifier_config=None):
+def _pipeline(ct, optimize: bool):
+    """coremltools' default pass pipeline, followed by swiftlib's rewrites when ``optimize``."""
+    pipeline = ct.PassPipeline.DEFAULT
+    if optimize:
+        for name in coreml_passes.register():
+            pipeline.append_pass(name)
+        pipeline.append_pass("common::dead_code_elimination")
+    return pipeline
+
+
+def _convert(ct, traced, inputs, outputs=None, precision: str = "fp16", classifier_config=None,
+             optimize: bool = True):
     kw = dict(inputs=inputs, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-              compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32)
+              compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+              pass_pipeline=_pipeline(ct, optimize))
     if outputs is not None:
         kw["outputs"] = outputs
     if classifier_config is not None:
@@ -202,8 +232,8 @@ def _checked_labels(class_labels: Sequence[str] | None, k: int) -> list[str]:
     """``k`` unique class names: ``class_labels``, or ImageNet's for a 1000-class model."""
     if class_labels is None:
         if k != 1000:
-            raise ValueError(f"the model has {k} classes; pass class_labels (e.g. the training dataset's classes), "
-                             f"ImageNet's 1000 names apply only to 1000-class models")
+            raise ValueError(f"the model has {k} classes; pass class_labels (--labels FILE, one name per line) or a "
+                             f"checkpoint that holds class_names; ImageNet's 1000 names apply only to 1000-class models")
         class_labels = imagenet_class_labels()
     class_labels = [str(c) for c in class_labels]
     if len(class_labels) != k or len(set(class_labels)) != k:
@@ -212,16 +242,16 @@ def _checked_labels(class_labels: Sequence[str] | None, k: int) -> list[str]:
     return class_labels
 
 
-def _convert_classifier(ct, wrapped: nn.Module, example: torch.Tensor, image_input: bool, precision: str,
-                        class_labels: list[str]):
+def _convert_classifier(ct, wrapped: ImageClassifier, example: torch.Tensor, image_input: bool, precision: str,
+                        class_labels: list[str], optimize: bool):
     """The Core ML classifier of ``wrapped``: input ``image``, outputs ``classLabel`` and ``classLabel_probs``."""
     traced = _trace(wrapped, example)
     if image_input:
-        inp = ct.ImageType(name="image", shape=example.shape, scale=1 / 255.0,
-                           bias=[-m for m in IMAGENET_DEFAULT_MEAN], color_layout=ct.colorlayout.RGB)
+        inp = ct.ImageType(name="image", shape=example.shape, scale=wrapped.pixel_scale, bias=wrapped.coreml_bias(),
+                           color_layout=ct.colorlayout.RGB)
     else:
         inp = ct.TensorType(name="image", shape=example.shape)
-    mlmodel = _convert(ct, traced, [inp], precision=precision,
+    mlmodel = _convert(ct, traced, [inp], precision=precision, optimize=optimize,
                        classifier_config=ct.ClassifierConfig(class_labels, predicted_feature_name="classLabel"))
     spec = mlmodel.get_spec()
     probs = [o.name for o in spec.description.output if o.name != "classLabel"]
@@ -232,12 +262,12 @@ def _convert_classifier(ct, wrapped: nn.Module, example: torch.Tensor, image_inp
 
 
 def _describe_classifier(mlmodel, info: dict[str, Any], img_size: int, precision: str, image_input: bool,
-                         k: int) -> None:
+                         k: int, optimize: bool) -> None:
     meta = {"swiftlib.model": info["model"], "swiftlib.attention": info["attention"],
             "swiftlib.resolution": img_size, "swiftlib.precision": precision,
             "swiftlib.version": swiftlib.__version__, "swiftlib.source_checkpoint": info["source_checkpoint"],
             "swiftlib.library": info["library"], "swiftlib.input": "image" if image_input else "normalised tensor",
-            "swiftlib.num_classes": k}
+            "swiftlib.num_classes": k, "swiftlib.passes": "swiftlib" if optimize else "coremltools default"}
     _describe_mlmodel(mlmodel, f"{info['model']} ({info['library']}) image classifier, {img_size}x{img_size}, "
                                f"{precision}", meta)
     if image_input:
@@ -250,20 +280,25 @@ def _describe_classifier(mlmodel, info: dict[str, Any], img_size: int, precision
 
 
 def to_coreml(model_or_name, path, img_size: int = 224, precision: str = "fp16", image_input: bool = True,
-              class_labels: Sequence[str] | None = None, checkpoint=None, num_classes: int = 1000,
-              attention: str = "additive") -> Path:
+              class_labels: Sequence[str] | None = None, checkpoint=None, num_classes: int | None = None,
+              attention: str | None = None, optimize: bool = True) -> Path:
     """Export an image classifier to a Core ML ML program (``.mlpackage``, minimum target iOS 16).
 
-    ``model_or_name``: a swiftlib model name (built with ``num_classes``, ``attention`` and
-    ``checkpoint``), a :class:`swiftlib.models.SwiftFormer` in eval mode (fused and put on the
-    export-friendly path, see :func:`resolve_model`) or any other eval-mode image classifier.
+    ``model_or_name``: a swiftlib model name (built by :func:`~swiftlib.export.common.build_model`:
+    ``checkpoint``'s weights and class count, or seed 0 with ``num_classes``), a
+    :class:`swiftlib.models.SwiftFormer` in eval mode (fused and put on the export-friendly path, see
+    :func:`resolve_model`) or any other eval-mode image classifier.
 
     * input ``image``: with ``image_input=True`` an RGB image of ``img_size`` x ``img_size`` pixels;
-      Core ML applies ``p / 255 - mean`` and ``1 / std`` is folded into the first convolution. With
-      ``image_input=False`` a float tensor ``[1, 3, S, S]`` already normalised.
+      Core ML subtracts ``255 mean`` (``p / 255 - mean`` with ``optimize=False``) and the rest of the
+      normalisation is folded into the first convolution. With ``image_input=False`` a float tensor
+      ``[1, 3, S, S]`` already normalised.
     * outputs (classifier): ``classLabel`` (the top class name) and ``classLabel_probs`` (name ->
-      softmax probability). Labels: ``class_labels``, else ImageNet's for 1000 classes.
-    * metadata: model, attention, resolution, precision, swiftlib version, source checkpoint.
+      softmax probability). Labels: ``class_labels``, else a swiftlib training checkpoint's
+      ``class_names``, else ImageNet's for 1000 classes.
+    * ``optimize``: swiftlib's graph rewrites and pixel-unit input (see the module docstring); False
+      gives coremltools' default conversion (what a peer is compared with).
+    * metadata: model, attention, resolution, precision, swiftlib version, source checkpoint, passes.
 
     Returns ``path``, written atomically.
     """
@@ -274,13 +309,13 @@ def to_coreml(model_or_name, path, img_size: int = 224, precision: str = "fp16",
     example = torch.zeros(1, 3, img_size, img_size)
     with torch.no_grad():
         k = model(example).shape[-1]                                 # [1, 3, S, S] -> [1, K]
-    class_labels = _checked_labels(class_labels, k)
+    class_labels = _checked_labels(class_labels if class_labels is not None else info.get("class_names"), k)
     # a SwiftFormer (named or given) comes back from resolve_model as a fresh module: fold into it
     wrapped = ImageClassifier(model, std=IMAGENET_DEFAULT_STD if image_input else None, softmax=True,
-                              copy=model is model_or_name).eval()
+                              copy=model is model_or_name, pixel_scale=1.0 if optimize else 1 / 255).eval()
     with quiet_coremltools() as ct:
-        mlmodel = _convert_classifier(ct, wrapped, example, image_input, precision, class_labels)
-        _describe_classifier(mlmodel, info, img_size, precision, image_input, k)
+        mlmodel = _convert_classifier(ct, wrapped, example, image_input, precision, class_labels, optimize)
+        _describe_classifier(mlmodel, info, img_size, precision, image_input, k, optimize)
         return _save_mlpackage(mlmodel, path)
 
 
@@ -341,9 +376,11 @@ def to_coreml_block(path, variant: str = "additive", kind: str = "attention", n:
 
 
 def to_coreml_module(module: nn.Module, example: torch.Tensor, path, precision: str = "fp16",
-                     metadata: dict[str, Any] | None = None, description: str = "module") -> Path:
+                     metadata: dict[str, Any] | None = None, description: str = "module",
+                     optimize: bool = True) -> Path:
     """Export any eval-mode module with one tensor input to ``path`` (``.mlpackage``): input ``x`` of
-    ``example``'s shape, output ``y``, fp16 arrays at both ends for an fp16 export (no casts there)."""
+    ``example``'s shape, output ``y``, fp16 arrays at both ends for an fp16 export (no casts there).
+    ``optimize``: swiftlib's graph rewrites after coremltools' passes (see the module docstring)."""
     check_eval(module)
     precision = check_precision(precision)
     path = check_out_path(path, ".mlpackage")
@@ -351,9 +388,9 @@ def to_coreml_module(module: nn.Module, example: torch.Tensor, path, precision: 
         traced = _trace(module, example)
         io_dtype = np.float16 if precision == "fp16" else np.float32  # no cast at the block's edges
         mlmodel = _convert(ct, traced, [ct.TensorType(name="x", shape=example.shape, dtype=io_dtype)],
-                           outputs=[ct.TensorType(name="y", dtype=io_dtype)], precision=precision)
+                           outputs=[ct.TensorType(name="y", dtype=io_dtype)], precision=precision, optimize=optimize)
         shape = "x".join(str(s) for s in example.shape)
-        meta = {"swiftlib.input_shape": shape, "swiftlib.precision": precision,
-                "swiftlib.version": swiftlib.__version__, **(metadata or {})}
+        meta = {"swiftlib.input_shape": shape, "swiftlib.precision": precision, "swiftlib.version": swiftlib.__version__,
+                "swiftlib.passes": "swiftlib" if optimize else "coremltools default", **(metadata or {})}
         _describe_mlmodel(mlmodel, f"{description}, input {shape}, {precision}", meta)
         return _save_mlpackage(mlmodel, path)

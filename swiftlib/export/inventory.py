@@ -3,8 +3,15 @@
 :func:`op_inventory` reads a ``.mlpackage`` (any OS, no Core ML runtime needed) and counts its MIL ops
 by type, weight and compute precision; :data:`NE_LINT` lists the ops that fall off the Neural Engine
 or are slow there. :func:`inventory_vs_timm` exports swiftlib's model and timm's ``swiftformer_*``
-of the same size with the same settings (image ``[1, 3, S, S]`` in, ``K`` class probabilities out)
-and puts their inventories side by side: the ratio of non-const ops and the ``tile`` count.
+of the same size in the same run and puts their inventories side by side: the ratio of non-const ops,
+the ``tile`` count and the ops the lint calls slow on the Neural Engine.
+
+Which timm count. timm's model converted with the same interface as swiftlib's package (image
+``[1, 3, S, S]`` in with Core ML's scale / bias, softmax, ``classify`` out: :func:`to_coreml` with
+``optimize=False``, i.e. coremltools' default passes) has six ops more than the same model converted
+bare (a tensor in, logits out, :func:`to_coreml_module`): the image ``mul`` and ``add``, the softmax,
+``classify`` and the two ``cast`` ops around the fp16 program (231 vs 225 for XS with coremltools 9.0).
+Both are recorded; the ratio against the bare count is the stricter one.
 """
 from __future__ import annotations
 
@@ -14,14 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from swiftlib.export.common import output_dir, results_path, timm_model
-from swiftlib.export.coreml import quiet_coremltools, to_coreml
+from swiftlib.export.coreml import quiet_coremltools, to_coreml, to_coreml_module
 from swiftlib.io import atomic_write_json, write_csv
 from swiftlib.measure import machine_info
 from swiftlib.models import resolve_name
 
 __all__ = ["NE_LINT", "OpInventory", "op_inventory", "compare_inventories", "format_inventory_table",
-           "inventory_vs_timm", "write_inventory_results"]
+           "inventory_vs_timm", "write_inventory_results", "COMPARE_FIGURES"]
 
 # ============================================================================ Neural Engine lint
 #: MIL op type -> (severity, reason). ``off_ne``: reported not to run on the Neural Engine, so Core ML
@@ -77,6 +86,10 @@ class OpInventory:
         if not labels:
             d["class_labels"] = len(self.class_labels)
         return d
+
+    def lint_count(self, severity: str) -> int:
+        """Ops the Neural Engine lint flags with ``severity`` (``"off_ne"`` or ``"slow_on_ne"``)."""
+        return sum(x["count"] for x in self.lint if x["severity"] == severity)
 
     @property
     def weight_precision(self) -> str:
@@ -227,26 +240,50 @@ def format_inventory_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The figures of an :func:`inventory_vs_timm` result that ``compare --expect`` can name.
+COMPARE_FIGURES = ("ratio_non_const", "ratio_non_const_bare", "tile", "ops_slow_on_ne", "ops_off_ne")
+#: How each side of :func:`inventory_vs_timm` is converted (recorded with the result).
+CONVERSIONS = {"swiftlib": "swiftlib.export.to_coreml: fused map form, image in pixel units, swiftlib's graph "
+                           "passes after coremltools' defaults (jit.trace, mlprogram, iOS16)",
+               "timm": "swiftlib.export.to_coreml(optimize=False): timm's model behind the same image-classifier "
+                       "interface, coremltools' default passes (jit.trace, mlprogram, iOS16)",
+               "timm_bare": "swiftlib.export.to_coreml_module(optimize=False): timm's model alone, tensor in, logits "
+                            "out, coremltools' default passes (jit.trace, mlprogram, iOS16)"}
+
+
+def _bare_timm(model: str, path: Path, img_size: int, precision: str) -> OpInventory:
+    """timm's model converted bare: tensor ``[1, 3, S, S]`` in, logits ``[1, K]`` out, coremltools' defaults."""
+    example = torch.zeros(1, 3, img_size, img_size)
+    return op_inventory(to_coreml_module(timm_model(model), example, path, precision, optimize=False,
+                                         description=f"timm {model} (bare)"))
+
+
 def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int = 224, precision: str = "fp16",
                       results_dir=None) -> dict[str, Any]:
-    """Export swiftlib's ``model`` and timm's model of the same name with the same settings (image input,
-    classifier, ``precision``), inventory both, and compare.
+    """Export swiftlib's ``model`` and timm's model of the same name in the same run, inventory them, compare.
 
-    ``out_dir``: where the two packages go (a temporary folder, deleted afterwards, if None).
-    ``results_dir``: if given, writes ``export_inventory_<model>.json`` and ``.csv`` there
-    (:func:`write_inventory_results`).
-    Returns ``{"model", "img_size", "precision", "swiftlib", "timm", "rows", "ratio_non_const", "tile"}``:
-    ``ratio_non_const`` = swiftlib's non-const ops / timm's, ``tile`` = ``tile`` ops in swiftlib's export.
+    Three packages (:data:`CONVERSIONS`): swiftlib's export as ``python -m swiftlib.export coreml``
+    writes it, timm's model behind the same classifier interface with coremltools' default passes, and
+    timm's model converted bare (see the module docstring). ``out_dir``: where they go (a temporary
+    folder, deleted afterwards, if None). ``results_dir``: if given, writes
+    ``export_inventory_<model>.json`` and ``.csv`` there (:func:`write_inventory_results`).
+    Returns ``{"model", "img_size", "precision", "swiftlib", "timm", "timm_bare", "rows", "conversions",
+    "ratio_non_const", "ratio_non_const_bare", "tile", "ops_slow_on_ne", "ops_off_ne"}``: the ratios are
+    swiftlib's non-const ops over timm's, ``tile`` and the lint counts are swiftlib's.
     """
     model = resolve_name(model)
     with output_dir(out_dir, "swiftlib-export-") as out_dir:
         ours = op_inventory(to_coreml(model, out_dir / f"{model}_swiftlib.mlpackage", img_size, precision))
-        theirs = op_inventory(to_coreml(timm_model(model), out_dir / f"{model}_timm.mlpackage", img_size, precision))
-    rows = compare_inventories({"swiftlib": ours, "timm": theirs})
-    result = {"model": model, "img_size": img_size, "precision": precision,
-              "swiftlib": ours.to_dict(), "timm": theirs.to_dict(), "rows": rows,
-              "ratio_non_const": round(ours.non_const / theirs.non_const, 4), "tile": ours.counts.get("tile", 0)}
-    for side in ("swiftlib", "timm"):
+        theirs = op_inventory(to_coreml(timm_model(model), out_dir / f"{model}_timm.mlpackage", img_size, precision,
+                                        optimize=False))
+        bare = _bare_timm(model, out_dir / f"{model}_timm_bare.mlpackage", img_size, precision)
+    rows = compare_inventories({"swiftlib": ours, "timm": theirs, "timm_bare": bare})
+    result = {"model": model, "img_size": img_size, "precision": precision, "conversions": CONVERSIONS,
+              "swiftlib": ours.to_dict(), "timm": theirs.to_dict(), "timm_bare": bare.to_dict(), "rows": rows,
+              "ratio_non_const": round(ours.non_const / theirs.non_const, 4),
+              "ratio_non_const_bare": round(ours.non_const / bare.non_const, 4), "tile": ours.counts.get("tile", 0),
+              "ops_slow_on_ne": ours.lint_count("slow_on_ne"), "ops_off_ne": ours.lint_count("off_ne")}
+    for side in ("swiftlib", "timm", "timm_bare"):
         result[side]["path"] = Path(result[side]["path"]).name
     if results_dir is not None:
         write_inventory_results(result, results_dir)
@@ -260,5 +297,5 @@ def write_inventory_results(result: dict[str, Any], results_dir) -> Path:
     with quiet_coremltools() as ct:
         versions = {"coremltools": ct.__version__}
     atomic_write_json(json_path, {**result, "machine": machine_info("cpu"), "versions": versions})
-    write_csv(json_path.with_suffix(".csv"), result["rows"], ["op", "swiftlib", "timm"])
+    write_csv(json_path.with_suffix(".csv"), result["rows"], ["op", "swiftlib", "timm", "timm_bare"])
     return json_path

@@ -1,15 +1,19 @@
-"""Running a Core ML package: ``predict`` vs torch and latency per compute unit (macOS only).
+"""Running a Core ML package with Core ML itself: ``predict`` vs torch, the compute plan, latency (macOS only).
 
 :func:`check_coreml` feeds :func:`swiftlib.export.common.sample_images` photos (``uint8 [B, 3, S, S]``,
 one ``predict`` per image) to an exported image classifier and compares its ``[B, K]`` probabilities
-with the torch model's; :func:`time_coreml` times ``predict`` per compute unit. Both need the Core ML
-runtime, which exists only on macOS: elsewhere they return ``{"status": "skipped", "reason": ...}``
-(:func:`coreml_runtime` says why); they never raise for the platform.
+with the torch model's; :func:`compute_plan` asks Core ML (``MLComputePlan``) which device it prefers
+for each op (the ground truth behind the Neural Engine lint of :mod:`swiftlib.export.inventory`);
+:func:`time_coreml` times ``predict`` per compute unit. They need the Core ML runtime, which exists only
+on macOS: elsewhere they return ``{"status": "skipped", "reason": ...}`` (:func:`coreml_runtime` says
+why); they never raise for the platform. On any OS, :mod:`swiftlib.export.check` checks a package's
+numbers with the reference interpreter :mod:`swiftlib.export.mil`.
 """
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,11 +25,11 @@ from swiftlib.export.common import ALL_COMPUTE_UNITS, COMPUTE_UNITS, check_eval,
 from swiftlib.export.coreml import quiet_coremltools
 from swiftlib.export.inventory import op_inventory
 
-__all__ = ["coreml_runtime", "check_coreml", "time_coreml"]
+__all__ = ["coreml_runtime", "check_coreml", "compute_plan", "time_coreml"]
 
 
 def coreml_runtime() -> tuple[bool, str]:
-    """``(available, message)``: whether ``MLModel.predict`` can run here, and why not."""
+    """``(available, message)``: whether ``MLModel.predict`` can run here, and why not (one line)."""
     if sys.platform != "darwin":
         return False, (f"Core ML prediction needs macOS: coremltools converts, saves and inspects .mlpackage files "
                        f"on any OS, but MLModel.predict, compilation and timing run only on macOS (this machine: "
@@ -70,6 +74,37 @@ def check_coreml(mlpackage, model, img_size: int = 224, compute_unit: str = "CPU
     return {"status": "ok", "compute_unit": compute_unit, "images": len(pixels),
             "max_abs_diff": float((got - expected).abs().max()),
             "top1_agreement": float((got.argmax(-1) == expected.argmax(-1)).float().mean())}
+
+
+def compute_plan(mlpackage, compute_unit: str = "ALL") -> dict[str, Any]:
+    """The compute device Core ML prefers for each op of the package (``MLComputePlan``, coremltools >= 8).
+
+    Returns ``{"status": "ok", "compute_unit", "devices": {device: ops}, "by_op": {op type: {device: ops}}}``
+    (devices ``"NeuralEngine"``, ``"GPU"``, ``"CPU"``), or ``{"status": "skipped", "reason"}`` where Core ML
+    cannot run or coremltools has no ``MLComputePlan``.
+    """
+    if compute_unit not in ALL_COMPUTE_UNITS:
+        raise ValueError(f"unknown compute unit {compute_unit!r}; choose from {ALL_COMPUTE_UNITS}")
+    ok, why = coreml_runtime()
+    if not ok:
+        return {"status": "skipped", "reason": why}
+    with quiet_coremltools() as ct:
+        try:
+            from coremltools.models.compute_plan import MLComputePlan
+        except ImportError:
+            return {"status": "skipped", "reason": f"coremltools {ct.__version__} has no MLComputePlan (needs >= 8)"}
+        unit = getattr(ct.ComputeUnit, compute_unit)
+        compiled = ct.models.MLModel(str(mlpackage), compute_units=unit).get_compiled_model_path()
+        plan = MLComputePlan.load_from_path(path=compiled, compute_units=unit)
+        by_op: dict[str, Counter] = {}
+        for op in plan.model_structure.program.functions["main"].block.operations:
+            usage = plan.get_compute_device_usage_for_mlprogram_operation(op)
+            if usage is not None:  # consts have none
+                device = type(usage.preferred_compute_device).__name__.removeprefix("ML").removesuffix("ComputeDevice")
+                by_op.setdefault(op.operator_name, Counter())[device] += 1
+    devices = sum(by_op.values(), Counter())
+    return {"status": "ok", "compute_unit": compute_unit, "devices": dict(devices),
+            "by_op": {k: dict(v) for k, v in sorted(by_op.items())}}
 
 
 def _fixed_input(feature: dict[str, Any]) -> dict[str, Any]:

@@ -54,8 +54,7 @@ def _export_one(out_dir: Path, kind: str, variant: str, sh: dict[str, int], prec
     return {"file": name, "kind": kind, "attention": variant, "stage": sh["stage"], "n": sh["n"], "d": sh["d"],
             "h": sh["h"], "w": sh["w"], "input_shape": "x".join(map(str, shape)), "precision": precision,
             "attention_macs": attention_macs(variant, sh["n"], sh["d"]), "non_const_ops": inv.non_const,
-            "ops_off_ne": sum(x["count"] for x in inv.lint if x["severity"] == "off_ne"),
-            "ops_slow_on_ne": sum(x["count"] for x in inv.lint if x["severity"] == "slow_on_ne")}
+            "ops_off_ne": inv.lint_count("off_ne"), "ops_slow_on_ne": inv.lint_count("slow_on_ne")}
 
 
 def export_sweep(out_dir, model: str = "swiftformer_xs", variants: Sequence[str] = tuple(VARIANTS),
