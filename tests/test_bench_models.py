@@ -83,25 +83,28 @@ def test_models_benchmark_reads_names_like_create_model():
 
 @pytest.mark.slow
 def test_models_benchmark_times_the_files_swiftlib_export_writes(monkeypatch, tmp_path):
-    """The ONNX Runtime contenders are swiftlib.export.to_onnx's files of swiftlib's model and timm's
-    (the JSON says which), opened with swiftlib.export.ort_session, at batch 1; their logits match timm's."""
+    """The ONNX Runtime contenders are the files swiftlib.export writes: to_onnx's of swiftlib's model (what
+    python -m swiftlib.export onnx writes) and to_onnx_peer's of timm's (the JSON says which), opened with
+    swiftlib.export.ort_session, at every batch size (dynamic batch axis); their logits match timm's."""
     exported, opened = [], []
-    real_to_onnx, real_session = bench_models.to_onnx, bench_models.ort_session
+    real_to_onnx, real_peer, real_session = bench_models.to_onnx, bench_models.to_onnx_peer, bench_models.ort_session
     monkeypatch.setattr(bench_models, "to_onnx", lambda m, p, **kw: exported.append(type(m)) or real_to_onnx(m, p, **kw))
+    monkeypatch.setattr(bench_models, "to_onnx_peer",
+                        lambda m, p, **kw: exported.append(("peer", type(m))) or real_peer(m, p, **kw))
     monkeypatch.setattr(bench_models, "ort_session", lambda p, t=None: opened.append(p.name) or real_session(p, t))
     out = tmp_path / "models.json"
     payload = bench.main(["models", "--img", "64", "--batches", "1,2", "--peers", "", "--no-ablation", "--no-compile",
                           "--rounds", "1", "--min-run-time", "0.05", "--threads", "1", "--json", str(out),
                           "--expect", "swiftlib_fused_over_timm@1<=1e6"])
-    assert exported == [SwiftFormer, timm.models.swiftformer.SwiftFormer]
+    assert exported == [SwiftFormer, ("peer", timm.models.swiftformer.SwiftFormer)]
     assert opened == ["swiftformer_xs_swiftlib.onnx", "swiftformer_xs_timm.onnx"]
     onnx_info = payload["onnx"]
-    for key, file in (("swiftlib_fused_onnxruntime", "swiftformer_xs_swiftlib.onnx"),
-                      ("timm_onnxruntime", "swiftformer_xs_timm.onnx")):
-        assert onnx_info[key]["file"] == file and onnx_info[key]["exporter"] == "swiftlib.export.to_onnx"
-        assert onnx_info[key]["opset"] >= 17 and onnx_info[key]["input_shape"] == [1, 3, 64, 64]
-        assert key in payload["latency"]["1"] and key not in payload["latency"]["2"]  # the files take batch 1
-        assert payload["max_abs_diff_vs_timm"]["1"][key] < 1e-3
+    for key, file, exporter in (("swiftlib_fused_onnxruntime", "swiftformer_xs_swiftlib.onnx", "to_onnx"),
+                                ("timm_onnxruntime", "swiftformer_xs_timm.onnx", "to_onnx_peer")):
+        assert onnx_info[key]["file"] == file and onnx_info[key]["exporter"] == f"swiftlib.export.{exporter}"
+        assert onnx_info[key]["opset"] >= 17 and onnx_info[key]["input_shape"] == ["batch", 3, 64, 64]
+        for b in ("1", "2"):  # one file, any batch size
+            assert key in payload["latency"][b] and payload["max_abs_diff_vs_timm"][b][key] < 1e-3
     assert onnx_info["onnxruntime"] == ort.__version__
     assert payload["ratios"]["1"]["swiftlib_fused_onnxruntime_over_timm_onnxruntime"] == round(
         payload["latency"]["1"]["swiftlib_fused_onnxruntime"]["median_ms"]

@@ -6,10 +6,11 @@ Contenders (every latency of one batch size comes from one interleaved run, so t
 to read): ``timm`` (timm's ``swiftformer_*``, eager), ``swiftlib`` (unfused eager),
 ``swiftlib_fused`` (:func:`~swiftlib.models.fuse_for_inference`: folded BN / layer scales, the
 attention inference modules, channels_last), ``swiftlib_fused_nchw`` (folding only),
-``swiftlib_fused_compiled`` (``torch.compile`` of the fused model); in ONNX Runtime (CPU, batch 1)
-``swiftlib_fused_onnxruntime`` -- the very file ``python -m swiftlib.export onnx`` writes, made by
-:func:`swiftlib.export.to_onnx` -- beside ``timm_onnxruntime``, timm's model exported by the same
-function; at batch 1 also peers from timm / torchvision and the attention-swap ablation.
+``swiftlib_fused_compiled`` (``torch.compile`` of the fused model); in ONNX Runtime (CPU, every batch
+size: both files have a dynamic batch axis) ``swiftlib_fused_onnxruntime`` -- the very file
+``python -m swiftlib.export onnx`` writes, made by :func:`swiftlib.export.to_onnx` -- beside
+``timm_onnxruntime``, timm's model exported the way timm's users do (:func:`swiftlib.export.to_onnx_peer`,
+timm's own ``onnx_export``); at batch 1 also peers from timm / torchvision and the attention-swap ablation.
 :func:`named_ratios` names each ratio for ``--expect``.
 
 Weights: random (seeded), timm's initialisation; the BatchNorms get the running statistics of real
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from swiftlib.attention import VARIANTS
 from swiftlib.bench.common import known_names, positive_sorted
-from swiftlib.export import ort_session, to_onnx
+from swiftlib.export import ort_session, to_onnx, to_onnx_peer
 from swiftlib.flops import count_macs
 from swiftlib.measure import resolve_device, time_interleaved
 from swiftlib.models import (PAPER_NAMES, create_model, fuse_for_inference, load_checkpoint, resolve_name,
@@ -126,26 +127,29 @@ def _onnx_opset(path: Path) -> int:
 
 
 def _onnx_contenders(name: str, ours: nn.Module, ref: nn.Module, img: int, threads: int
-                     ) -> tuple[dict[str, Callable[[], Any]], dict[str, dict[str, Any]]]:
-    """swiftlib's model and timm's, each exported by :func:`swiftlib.export.to_onnx` (input ``image``
-    ``[1, 3, img, img]``, output ``logits`` ``[1, K]``) and opened with :func:`swiftlib.export.ort_session`.
+                     ) -> tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], dict[str, dict[str, Any]]]:
+    """swiftlib's model exported by :func:`swiftlib.export.to_onnx` and timm's by
+    :func:`swiftlib.export.to_onnx_peer` (input ``image`` ``[B, 3, img, img]``, output ``logits``
+    ``[B, K]``, ``B`` dynamic), each opened with :func:`swiftlib.export.ort_session`.
 
-    Returns ``(contenders, files)``: ``contenders[k](x)`` runs the session on ``x [1, 3, img, img]``;
+    Returns ``(contenders, files)``: ``contenders[k](x)`` runs the session on ``x [B, 3, img, img]``;
     ``files[k]`` records the exporter, opset and file name. The files live in a temporary folder
     (a session keeps its model in memory)."""
-    sources = {"swiftlib_fused_onnxruntime": (ours, f"{name}_swiftlib.onnx",
+    sources = {"swiftlib_fused_onnxruntime": ("to_onnx", ours, f"{name}_swiftlib.onnx",
                                               "swiftlib's model, fused, export-friendly map form "
                                               "(what python -m swiftlib.export onnx writes)"),
-               "timm_onnxruntime": (ref, f"{name}_timm.onnx", "timm's model, the same weights")}
+               "timm_onnxruntime": ("to_onnx_peer", ref, f"{name}_timm.onnx",
+                                    "timm's model, the same weights, exported by timm.utils.onnx.onnx_export")}
     contenders, files = {}, {}
     with tempfile.TemporaryDirectory(prefix="swiftlib-bench-onnx-") as tmp:
-        for key, (model, file, what) in sources.items():
-            path = to_onnx(model, Path(tmp) / file, img_size=img)
+        for key, (exporter, model, file, what) in sources.items():
+            export = to_onnx if exporter == "to_onnx" else to_onnx_peer
+            path = export(model, Path(tmp) / file, img_size=img)
             sess = ort_session(path, threads)
             feed = sess.get_inputs()[0].name
             contenders[key] = lambda x, sess=sess, feed=feed: torch.from_numpy(sess.run(None, {feed: x.numpy()})[0])
-            files[key] = {"exporter": "swiftlib.export.to_onnx", "file": file, "opset": _onnx_opset(path),
-                          "input_shape": [1, 3, img, img], "model": what}
+            files[key] = {"exporter": f"swiftlib.export.{exporter}", "file": file, "opset": _onnx_opset(path),
+                          "input_shape": ["batch", 3, img, img], "model": what}
     return contenders, files
 
 
@@ -160,10 +164,11 @@ def _logit_diffs(contenders: dict[str, tuple[Callable, torch.Tensor]], expected:
     return out
 
 
-def _batch_contenders(b: int, x: torch.Tensor, base: dict[str, nn.Module], extra_at_1: dict[str, tuple],
-                      compile: bool, errors: dict[str, str]) -> dict[str, tuple[Callable, torch.Tensor]]:
-    """``{name: (callable, its input)}`` at batch size ``b``: the base models, the compiled fused model
-    and, at batch 1, the ``extra_at_1`` contenders (ONNX Runtime, peers, ablation)."""
+def _batch_contenders(b: int, x: torch.Tensor, base: dict[str, nn.Module], onnx_runs: dict[str, Callable],
+                      extra_at_1: dict[str, tuple], compile: bool, errors: dict[str, str]
+                      ) -> dict[str, tuple[Callable, torch.Tensor]]:
+    """``{name: (callable, its input)}`` at batch size ``b``: the base models, the compiled fused model,
+    the ONNX Runtime pair and, at batch 1, the ``extra_at_1`` contenders (peers, ablation)."""
     contenders = {k: (m, x) for k, m in base.items()}
     if compile:
         try:
@@ -173,32 +178,35 @@ def _batch_contenders(b: int, x: torch.Tensor, base: dict[str, nn.Module], extra
             contenders["swiftlib_fused_compiled"] = (compiled, x)
         except Exception as e:  # no compiler toolchain etc.: record, keep going
             errors[f"compile@{b}"] = f"{type(e).__name__}: {e}"[:500]
+    contenders.update({k: (run, x.cpu()) for k, run in onnx_runs.items()})
     if b == 1:
         contenders.update(extra_at_1)
     return contenders
 
 
-def _extras_at_batch_1(name: str, ours: nn.Module, ref: nn.Module, img: int, dev: torch.device, threads: int,
-                       peers: dict[str, nn.Module], ablation: dict[str, nn.Module], onnx: bool, seed: int
-                       ) -> tuple[dict[str, tuple], dict[str, Any], dict[str, str]]:
-    """The contenders timed at batch 1 only (ONNX Runtime on the CPU, peers, ablation) with their inputs,
-    what the ONNX files are, and the errors met (an export that fails is recorded, not raised)."""
-    x = torch.randn(1, 3, img, img, generator=torch.Generator().manual_seed(seed))
+def _onnx_pair(name: str, ours: nn.Module, ref: nn.Module, img: int, dev: torch.device, threads: int, onnx: bool
+               ) -> tuple[dict[str, Callable], dict[str, Any], dict[str, str]]:
+    """The ONNX Runtime contenders (CPU only), what their files are, and the errors met (an export that
+    fails is recorded, not raised)."""
+    if not (onnx and dev.type == "cpu"):
+        return {}, {}, {}
+    try:
+        runs, files = _onnx_contenders(name, ours, ref, img, threads)
+        return runs, {**files, "onnxruntime": importlib.metadata.version("onnxruntime")}, {}
+    except Exception as e:
+        return {}, {}, {"onnx": f"{type(e).__name__}: {e}"[:500]}
+
+
+def _extras_at_batch_1(img: int, dev: torch.device, peers: dict[str, nn.Module], ablation: dict[str, nn.Module],
+                       seed: int) -> dict[str, tuple]:
+    """The contenders timed at batch 1 only (peers at their own resolution, the ablation) with their inputs."""
+    x = torch.randn(1, 3, img, img, generator=torch.Generator().manual_seed(seed)).to(dev)
     extra: dict[str, tuple] = {}
-    files: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    if onnx and dev.type == "cpu":
-        try:
-            sessions, files = _onnx_contenders(name, ours, ref, img, threads)
-            extra.update({k: (run, x) for k, run in sessions.items()})
-            files["onnxruntime"] = importlib.metadata.version("onnxruntime")
-        except Exception as e:
-            errors["onnx@1"] = f"{type(e).__name__}: {e}"[:500]
     for p, m in peers.items():
         s = MODEL_PEERS[p]["img"]
         extra[p] = (m, torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(seed)).to(dev))
-    extra.update({k: (m, x.to(dev)) for k, m in ablation.items()})
-    return extra, files, errors
+    extra.update({k: (m, x) for k, m in ablation.items()})
+    return extra
 
 
 def _ratios(latency: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -221,13 +229,12 @@ def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 
     """Latency of swiftlib's SwiftFormer against timm's on the same (random, seeded) weights.
 
     The contenders (module docstring) are timed interleaved (:func:`swiftlib.measure.time_interleaved`)
-    at every batch size; the ONNX Runtime pair (CPU only) at batch 1, the batch the exported file has.
+    at every batch size, the ONNX Runtime pair (CPU only) too (both files have a dynamic batch axis).
     Each contender's logits are checked against timm's (``max_abs_diff_vs_timm``). Run the CLI as
     ``OMP_WAIT_POLICY=PASSIVE python -m swiftlib.bench models ...``: with the compiled contender's
     own OpenMP threads spinning between calls, eager latencies on a 2-core machine become erratic.
     Returns ``{"config", "models", "onnx", "latency", "ratios", "max_abs_diff_vs_timm", "errors"}``;
-    ``ratios[b]`` holds ``<contender>_over_timm`` and, at batch 1,
-    ``swiftlib_fused_onnxruntime_over_timm_onnxruntime``.
+    ``ratios[b]`` holds ``<contender>_over_timm`` and ``swiftlib_fused_onnxruntime_over_timm_onnxruntime``.
     """
     dev = resolve_device(device)
     name = resolve_name(name)
@@ -244,15 +251,15 @@ def models_benchmark(name: str = "swiftformer_xs", batches: Sequence[int] = (1, 
     models_info = _models_info(name, img, ref, base["swiftlib_fused_nchw"], peer_models)
     ablation_models, ablation_info = _ablation_models(name, img, seed) if ablation else ({}, {})
     models_info.update(ablation_info)
-    extra_at_1, onnx_files, errors = _extras_at_batch_1(name, ours, ref, img, dev, threads, peer_models,
-                                                        ablation_models, onnx and 1 in batches, seed)
+    onnx_runs, onnx_files, errors = _onnx_pair(name, ours, ref, img, dev, threads, onnx)
     for m in (*base.values(), *peer_models.values(), *ablation_models.values()):
         m.to(dev)
+    extra_at_1 = _extras_at_batch_1(img, dev, peer_models, ablation_models, seed)
     latency: dict[str, dict[str, Any]] = {}
     checks: dict[str, dict[str, float]] = {}
     for b in tqdm(batches, desc="batch sizes", disable=not progress):
         x = torch.randn(b, 3, img, img, generator=torch.Generator().manual_seed(seed)).to(dev)
-        contenders = _batch_contenders(b, x, base, extra_at_1, compile, errors)
+        contenders = _batch_contenders(b, x, base, onnx_runs, extra_at_1, compile, errors)
         with torch.no_grad():
             checks[str(b)] = _logit_diffs(contenders, ref(x).float().cpu())
         fns = {k: (lambda m=m, xx=xx: m(xx)) for k, (m, xx) in contenders.items()}

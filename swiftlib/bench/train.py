@@ -91,7 +91,8 @@ def train_throughput(sizes: Sequence[int] = (64, 160, 224), batch: int = 16, ste
         ours, plain = [], []
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(rounds):  # alternate the order so drift on a shared machine hits both alike
-                pair = [lambda: ours.append(_swiftlib_fit_img_s(ds, batch, model_name, r, tmp, device)),
+                run_dir = f"{tmp}/round{r}"  # a fresh run folder per round: no earlier run to warn about
+                pair = [lambda: ours.append(_swiftlib_fit_img_s(ds, batch, model_name, r, run_dir, device)),
                         lambda: plain.append(_plain_loop_img_s(ds, batch, model_name, r, device))]
                 for fn in (pair if r % 2 == 0 else pair[::-1]):
                     fn()

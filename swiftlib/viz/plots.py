@@ -1,22 +1,17 @@
 """Pure plotting functions for the notebooks: each takes data (or formulas) and returns a matplotlib
-Figure, touches no global state, and is tested headlessly. Notebook widgets are thin wrappers: their
-controls redraw on release into an ``Output`` widget, as a PNG. Sections follow the notebooks.
+Figure, touches no global state, and is tested headlessly. Sections follow the notebooks.
+
+Shapes: sweep points are dicts (``variant``, ``n``, ``median_ms``, ...); images ``[B, 3, H, W]``.
 """
 from __future__ import annotations
 
-import base64
-import io
-import time
-from collections.abc import Callable
-from contextlib import contextmanager
-
-import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from swiftlib.attention import VARIANTS, attention_macs, attention_memory, variant_heads
-from swiftlib.models import PAPER_NAMES, stage_shapes
+from swiftlib.models import stage_shapes
+
 
 # ============================================================ shared by the plots and the widgets
 #: One colour and label per attention variant, shared by every plot.
@@ -27,12 +22,9 @@ VARIANT_STYLE = {  # the label gives the cost of the token mixing itself; every 
     "additive": ("tab:blue", "additive (SwiftFormer), mixing O(ND)"),
 }
 
+
 #: Token counts of SwiftFormer's four stages at 224 px (56², 28², 14², 7²), from the model's stage shapes.
 SWIFTFORMER_STAGE_TOKENS = tuple(row["tokens"] for row in stage_shapes("swiftformer_xs", 224))
-
-#: Widget controls: redraw when released (not while dragged); descriptions never cut.
-_STYLE = {"description_width": "initial"}
-_CONTROL = dict(continuous_update=False, style=_STYLE)
 
 
 def _log_token_axes(ax, ylabel: str, stage_tokens, n_lo: float, n_hi: float, label_stages: bool = False):
@@ -67,40 +59,6 @@ def token_steps(n_max: int = 16384, per_octave: int = 4, stage_tokens=SWIFTFORME
     return sorted({*grid.tolist(), *(n for n in stage_tokens if n <= n_max), n_max})
 
 
-def _show_in(out, make_figure: Callable | None = None, message: str | None = None) -> None:
-    """Replace what the ``Output`` widget ``out`` shows by the Figure ``make_figure()`` returns (as the PNG
-    the inline backend would show; the figure is closed) or the text ``message``, in one step: setting
-    ``out.outputs`` leaves no blank frame in between and needs no running kernel (headless tests)."""
-    if message is not None:
-        out.outputs = ({"output_type": "stream", "name": "stdout", "text": message + "\n"},)
-        return
-    fig, buf = make_figure(), io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    out.outputs = ({"output_type": "display_data", "metadata": {}, "data": {
-        "image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}},)
-
-
-@contextmanager
-def busy(status, controls, message: str):
-    """While the block runs: ``controls`` disabled and ``message`` (e.g. "measuring…") in the ``status``
-    label; afterwards the controls are enabled again and the status says how long it took (or what failed)."""
-    for c in controls:
-        c.disabled = True
-    status.value = message
-    t0 = time.perf_counter()
-    try:
-        yield
-    except Exception as err:
-        status.value = f"failed: {err}"
-        raise
-    else:
-        status.value = f"done in {time.perf_counter() - t0:.1f} s"
-    finally:
-        for c in controls:
-            c.disabled = False
-
-
 # ============================================================ notebook 01: attention zoo
 def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int = 16384,
                          n_mark: int | None = None, bytes_per_element: int = 4):
@@ -130,29 +88,6 @@ def plot_attention_costs(d: int = 48, heads: int = 1, batch: int = 1, n_max: int
     ax_mem.set_title("intermediate activations (analytic)")
     ax_macs.legend(fontsize=8, loc="lower right")  # the curves rise to the right: that corner stays empty
     return fig
-
-
-def attention_cost_widget(d: int = 48, heads: int = 1, n: int = 196, n_max: int = 16384):
-    """Token count N (log-spaced steps, :func:`token_steps`, stage counts included), width d and heads,
-    redrawing :func:`plot_attention_costs` (thin ipywidgets wrapper)."""
-    out = widgets.Output()
-    n_slider = widgets.SelectionSlider(options=sorted({*token_steps(n_max), n}), value=n, description="tokens N",
-                                       layout=widgets.Layout(width="380px"), **_CONTROL)
-    d_slider = widgets.IntSlider(value=d, min=8, max=512, step=8, description="d", **_CONTROL)
-    h_menu = widgets.Dropdown(options=sorted({1, 2, 4, 8, heads}), value=heads, description="heads",
-                              layout=widgets.Layout(width="130px"), style=_STYLE)
-
-    def redraw(*_):
-        if d_slider.value % h_menu.value:
-            _show_in(out, message=f"d={d_slider.value} is not divisible by heads={h_menu.value}")
-        else:
-            _show_in(out, lambda: plot_attention_costs(d_slider.value, h_menu.value, n_max=n_max,
-                                                       n_mark=n_slider.value))
-
-    for w in (n_slider, d_slider, h_menu):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([n_slider, d_slider, h_menu]), out])
 
 
 def plot_attention_maps(image: np.ndarray, maps: dict, grid: tuple[int, int], query: int | None = None):
@@ -237,38 +172,6 @@ def plot_sweep(points, crossovers=(), stage_tokens=SWIFTFORMER_STAGE_TOKENS, tit
     return fig
 
 
-def attention_bench_widget(run, points=None, d: int = 48, heads: int = 1, batch: int = 1, devices=("cpu",)):
-    """Sliders for d, heads and batch and a device menu; every change re-measures with
-    ``run(d=, heads=, batch=, device=) -> (points, crossovers)`` and redraws :func:`plot_sweep`.
-    A measurement takes seconds: meanwhile the controls are disabled and the status says "measuring…".
-    ``points`` (optional ``(points, crossovers)``) draws a first result without measuring.
-    """
-    out, status = widgets.Output(), widgets.Label()
-    d_slider = widgets.IntSlider(value=d, min=16, max=256, step=16, description="d", **_CONTROL)
-    h_slider = widgets.IntSlider(value=heads, min=1, max=8, step=1, description="heads", **_CONTROL)
-    b_slider = widgets.IntSlider(value=batch, min=1, max=8, step=1, description="batch", **_CONTROL)
-    dev = widgets.Dropdown(options=list(devices), value=devices[0], description="device", style=_STYLE,
-                           layout=widgets.Layout(width="160px"))
-    controls = (d_slider, h_slider, b_slider, dev)
-
-    def redraw(*_):
-        setting = dict(d=d_slider.value, heads=h_slider.value, batch=b_slider.value, device=dev.value)
-        if setting["d"] % setting["heads"]:
-            _show_in(out, message=f"d={setting['d']} is not divisible by heads={setting['heads']}")
-            return
-        with busy(status, controls, "measuring " + ", ".join(f"{k}={v}" for k, v in setting.items()) + " …"):
-            pts, cross = run(**setting)
-        _show_in(out, lambda: plot_sweep(pts, cross, title=", ".join(f"{k}={v}" for k, v in setting.items())))
-
-    for w in controls:
-        w.observe(redraw, names="value")
-    if points is not None:
-        _show_in(out, lambda: plot_sweep(*points, title=f"d={d}, heads={heads}, batch={batch}, {devices[0]}"))
-    else:
-        redraw()
-    return widgets.VBox([widgets.HBox([d_slider, h_slider]), widgets.HBox([b_slider, dev, status]), out])
-
-
 # ============================================================ notebook 03: the SwiftFormer family
 def plot_stage_costs(costs: dict, title: str = ""):
     """Per-stage MACs of one SwiftFormer for several token mixers: one panel per stage, each on its own
@@ -296,28 +199,6 @@ def plot_stage_costs(costs: dict, title: str = ""):
     axes[0][0].set_ylabel("MMACs (hatched: convolutions)")
     fig.suptitle((title or "MACs per stage") + "; labels: mixer MMACs, share of the stage", fontsize=10)
     return fig
-
-
-def swiftformer_cost_widget(costs_fn, sizes=("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"),
-                            resolutions=range(64, 1025, 32), size: str = "swiftformer_xs", resolution: int = 224):
-    """A model menu (paper names, :data:`swiftlib.models.PAPER_NAMES`) and an input-resolution slider
-    around :func:`plot_stage_costs`; ``costs_fn(size, resolution) -> {attention: swiftformer_macs(...)}``
-    supplies the data (``size`` is the model name, e.g. ``"swiftformer_xs"``)."""
-    size_menu = widgets.Dropdown(options=[(PAPER_NAMES.get(s, s), s) for s in sizes], value=size,
-                                 description="model", layout=widgets.Layout(width="240px"), style=_STYLE)
-    res_slider = widgets.SelectionSlider(options=list(resolutions), value=resolution, description="input pixels",
-                                         layout=widgets.Layout(width="380px"), **_CONTROL)
-    out = widgets.Output()
-
-    def redraw(_=None):
-        size, px = size_menu.value, res_slider.value
-        _show_in(out, lambda: plot_stage_costs(costs_fn(size, px), title=f"{PAPER_NAMES.get(size, size)} at "
-                                                                         f"{px} x {px} px"))
-
-    for w in (size_menu, res_slider):
-        w.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([widgets.HBox([size_menu, res_slider]), out])
 
 
 def separate_labels(ax, offset=(3, -9)) -> None:
