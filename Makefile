@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import torch, torchvision, timm, swiftlib; print('swiftlib ready: torch', torch.__version__, '| torchvision', torchvision.__version__, '| timm', timm.__version__)"
 	touch $(STAMP)
 
+# Jupyter's checkpoints (File > Revert) go to the git-ignored .cache/, not into notebooks/.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG) \
+	    --FileCheckpoints.checkpoint_dir=$(CURDIR)/.cache/ipynb_checkpoints $(LAB_ARGS)
 
 class: setup
 	@echo "Serving notebooks/ as apps, one kernel per visitor (Ctrl-C stops). Send the class:"
