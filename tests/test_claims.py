@@ -155,3 +155,8 @@ def test_fashion_mnist_run():
     seeds = r["over_seeds"]
     for s, acc, secs in zip(seeds["seeds"][1:], seeds["test_top1"][1:], seeds["train_loop_seconds"][1:]):
         assert f"{acc:.2f} % after {secs:.0f} s" in row, f"seed {s}"
+    rerun = r["rerun_final_code"]
+    assert rerun["best_test_top1"] == max(rerun["test_top1_per_epoch"])
+    assert_quoted([f"{rerun['best_test_top1']:.2f} % after {rerun['train_loop_seconds']:.0f} s of training, at "
+                   f"{min(rerun['img_per_s_per_epoch']):.0f}-{max(rerun['img_per_s_per_epoch']):.0f} img/s",
+                   f"{rerun['train_loop_seconds'] / 60:.1f} min"], "README", row)

@@ -156,7 +156,8 @@ def test_other_subcommands_check_their_flags(files, capsys):
     assert_one_line_error(["block", "--out", str(root / "b.mlpackage"), "--kind", "encoder", "--d", "8"], capsys,
                           "map size")
     assert_one_line_error(["inventory", str(root / "none.mlpackage")], capsys, "does not exist")
-    assert_one_line_error(["check", "--mlpackage", str(root / "none.mlpackage")], capsys, "not a Core ML package")
+    assert_one_line_error(["check", "--mlpackage", str(root / "none.mlpackage")], capsys, "no such Core ML package")
+    assert_one_line_error(["check", "--mlpackage", str(root)], capsys, "not a Core ML package")
     assert_one_line_error(["check", "--mlpackage", str(root / "none.mlpackage"), "--img-size", "33"], capsys,
                           "multiple of 32")
     assert not (root / "marker").exists() and not (root / "m.onnx").exists() and not (root / "b.mlpackage").exists()

@@ -406,8 +406,11 @@ def test_bad_inputs_are_clear_errors(programs, tmp_path):
     feed[program.inputs[0].name] = np.zeros((1, 4, 5, 5), np.float32)
     with pytest.raises(ValueError, match="declares"):
         mil.run_program(program, feed)
-    with pytest.raises(FileNotFoundError, match="not a Core ML package"):
+    with pytest.raises(FileNotFoundError, match="no such Core ML package"):
         mil.load_program(tmp_path / "nothing.mlpackage")
+    (tmp_path / "folder.mlpackage").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a Core ML package"):
+        mil.load_program(tmp_path / "folder.mlpackage")
 
 
 # --------------------------------------------------------------------------- a whole SwiftFormer package
@@ -566,7 +569,7 @@ def test_check_cli_on_block_packages(variant, tmp_path, capsys):
 
 def test_check_cli_bad_input_is_one_line(tmp_path, capsys):
     code, _, err = _run_cli(["check", "--mlpackage", str(tmp_path / "none.mlpackage")], capsys)
-    assert code == 2 and "not a Core ML package" in err and len(err.splitlines()) == 1
+    assert code == 2 and "no such Core ML package" in err and len(err.splitlines()) == 1
     x = torch.randn(1, 5)
     path = E.to_coreml_module(Fn(lambda t: torch.cumsum(t, dim=1)).eval(), x, tmp_path / "cumsum.mlpackage",
                               metadata={"swiftlib.kind": "attention", "swiftlib.attention": "additive"})

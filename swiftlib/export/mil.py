@@ -209,6 +209,8 @@ def _image_inputs(spec) -> dict[str, dict[str, Any]]:
 def load_program(mlpackage) -> MILProgram:
     """Read the ``main`` function of a saved ``.mlpackage`` (no Core ML runtime needed)."""
     path = Path(mlpackage)
+    if not path.exists():
+        raise FileNotFoundError(f"no such Core ML package: {str(path)!r}")
     if not (path / "Manifest.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a Core ML package (no Manifest.json)")
     with quiet_coremltools() as ct:
