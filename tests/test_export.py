@@ -12,6 +12,7 @@ import io
 import json
 import statistics
 import sys
+import tempfile
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -434,6 +435,21 @@ def test_to_coreml_copies_only_what_it_must_change(tmp_path, module_copies):
         E.to_coreml(model, tmp_path / "m.mlpackage", img_size=64, class_labels=["a", "b", "c"])
         assert _names(module_copies) == [type(model).__name__]
         assert _unchanged(model, before) and not model.training
+
+
+def test_exports_leave_nothing_in_the_temp_folder(tmp_path, monkeypatch):
+    """coremltools keeps a temporary copy of every ML program it converts and deletes it only at interpreter
+    exit (never reached by a Jupyter kernel that is shut down): the exports delete it once saved."""
+    temp = tmp_path / "system_temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where coremltools' mkdtemp writes
+    other = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    E.to_coreml(other, tmp_path / "classifier.mlpackage", img_size=32, class_labels=["a", "b", "c"])
+    E.to_coreml_module(nn.Conv2d(3, 4, 1).eval(), torch.randn(1, 3, 8, 8), tmp_path / "module.mlpackage")
+    E.to_coreml_block(tmp_path / "block.mlpackage", "additive", n=49, d=32)
+    assert sorted(p.name for p in temp.iterdir()) == []
+    for name in ("classifier", "module", "block"):
+        assert E.op_inventory(tmp_path / f"{name}.mlpackage").non_const > 0  # the saved packages are whole
 
 
 def test_sweep_writes_manifest_and_resumes(tmp_path):

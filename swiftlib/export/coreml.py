@@ -175,8 +175,20 @@ def _trace(module: nn.Module, example: torch.Tensor):
         return torch.jit.trace(module, example, check_trace=False)
 
 
+def _discard_temp_package(mlmodel) -> None:
+    """Delete the temporary package coremltools keeps for an ML program (in the system temp folder).
+
+    coremltools removes it only at interpreter exit, which a Jupyter kernel that is shut down never
+    reaches: without this every export in a notebook would leave a copy of its weights in ``/tmp``.
+    """
+    if getattr(mlmodel, "is_temp_package", False) and getattr(mlmodel, "package_path", None):
+        shutil.rmtree(mlmodel.package_path, ignore_errors=True)
+
+
 def _save_mlpackage(mlmodel, path: Path) -> Path:
-    """Atomic save of a ``.mlpackage`` (a folder): write a temporary sibling, then rename it into place."""
+    """Atomic save of a ``.mlpackage`` (a folder): write a temporary sibling, then rename it into place.
+
+    The model's own temporary package is deleted afterwards: the saved file is what callers use."""
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.stem}.tmp-", suffix=".mlpackage"))
     shutil.rmtree(tmp)
     old = None
@@ -190,6 +202,7 @@ def _save_mlpackage(mlmodel, path: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        _discard_temp_package(mlmodel)
     return path
 
 
@@ -257,7 +270,9 @@ def _convert_classifier(ct, wrapped: ImageClassifier, example: torch.Tensor, ima
     probs = [o.name for o in spec.description.output if o.name != "classLabel"]
     if probs and probs[0] != "classLabel_probs":
         ct.utils.rename_feature(spec, probs[0], "classLabel_probs")
-        mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
+        renamed = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)  # copies the weights
+        _discard_temp_package(mlmodel)
+        mlmodel = renamed
     return mlmodel
 
 
