@@ -48,6 +48,16 @@ def assert_quoted(figures: list[str], where: str, text: str) -> None:
     assert not missing, f"{where} does not quote {missing} (from data/results/)"
 
 
+def measured_settings(argv: list[str]) -> tuple[str, ...]:
+    """A benchmark's command line without where it wrote (--json) and what it checked (--expect)."""
+    out, skip = [], False
+    for a in argv:
+        if not skip and a not in ("--json", "--expect"):
+            out.append(a)
+        skip = a in ("--json", "--expect")
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- attention sweep
 def test_attention_ratios_at_the_first_stage():
     r = result("attention_cpu.json")
@@ -66,6 +76,24 @@ def test_attention_ratios_at_the_first_stage():
     goals = {e["name"]: e for e in r["expectations"]}
     assert goals[f"additive_inference_over_timm_additive@{N_FIRST}:paired"]["value"] == 0.8
     assert "<= 0.8x round by round" in row
+
+
+def test_attention_spread_over_the_repeated_sweeps():
+    runs = [result("attention_cpu.json")] + [json.loads(p.read_text()) for p in
+                                             sorted((RESULTS / "attention_cpu_repeats").glob("sweep*.json"))]
+    assert len(runs) == 4 and len({r["created_unix"] for r in runs}) == 4
+    assert len({measured_settings(r["argv"]) for r in runs}) == 1  # the same sweep each time
+    paired = [r["ratios_paired"]["additive_inference_over_timm_additive"][N_FIRST] for r in runs]
+    ref = [r["ratios_paired"]["additive_over_timm_additive"][N_FIRST] for r in runs]
+    self_ratio = [1 / r["ratios"]["additive_over_self"][N_FIRST] for r in runs[1:]]
+    row = readme_row("additive attention / timm's")
+    met = sum(v <= 0.8 for v in paired)
+    how_often = f"({['no', 'one', 'two', 'three'][met]} sweeps of four" if met < 4 else "(all four sweeps"
+    assert_quoted([f"inference form {' / '.join(f'{v:.2f}' for v in paired)}x",
+                   f"reference {' / '.join(f'{v:.2f}' for v in ref)}x", how_often], "README", row)
+    assert all(v <= 1.05 for v in ref) == ("met in all four" in row)
+    assert_quoted([f"{min(self_ratio):.0f}-{max(self_ratio):.0f}x in the other three sweeps"], "README",
+                  readme_row("self-attention / additive"))
 
 
 def test_self_over_additive_and_exponents():
