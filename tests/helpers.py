@@ -1,5 +1,6 @@
-"""Test-only helpers shared by several test files: a small JPEG tree, trained-looking BatchNorms, and an
-attention's explicit-matmul path as a module. (pytest puts ``tests/`` on ``sys.path``: ``from helpers import ...``.)"""
+"""Test-only helpers shared by several test files: a small JPEG tree, trained-looking BatchNorms and weights
+(:func:`randomize_`), a function as a module (:class:`Fn`), and an attention's explicit-matmul path as a
+module. (pytest puts ``tests/`` on ``sys.path``: ``from helpers import ...``.)"""
 from __future__ import annotations
 
 import os
@@ -68,3 +69,33 @@ class ExplicitPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.m(x, return_attn=True)[0]
+
+
+class Fn(nn.Module):
+    """A module computing ``fn(*inputs)`` (one-line test cases for tracers, converters and counters)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Weights that make every path matter: unit-scale convs/linears, non-trivial BatchNorm statistics and
+    layer scales of 0.2-0.5 (the default 1e-5 would hide the attention), logits of order 1."""
+    randomize_batchnorm_(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma"):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.3 + 0.2)
+            elif name.endswith("w_g"):
+                p.copy_(torch.randn(p.shape, generator=g))
+    return model.eval()

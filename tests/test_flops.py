@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fvcore.nn import FlopCountAnalysis
-from helpers import ExplicitPath
+from helpers import ExplicitPath, Fn
 from torch import nn
 
 import swiftlib.attention as A
@@ -17,15 +17,6 @@ SHAPES = [(1, 49, 48, 1), (2, 196, 64, 4), (1, 37, 96, 2), (1, 1, 16, 1), (3, 64
 
 def _heads(name, heads):
     return A.variant_heads(name, heads)
-
-
-class _Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +85,7 @@ def test_fvcore_without_handlers_misses_sdpa():
     (lambda x, w: x @ w, (torch.randn(2, 3, 4), torch.randn(4, 5)), 2 * 3 * 4 * 5, 0),
 ])
 def test_elementwise_handlers_by_hand(fn, args, matmul, elementwise):
-    c = count_macs(_Fn(fn), *args)
+    c = count_macs(Fn(fn), *args)
     assert (c["matmul"], c["elementwise"]) == (matmul, elementwise)
 
 
