@@ -126,9 +126,11 @@ def test_fused_xs_against_timm():
 
 
 def test_onnx_latency_per_model_and_batch():
-    rows = {(x["model"], x["batch"]): x["ratio"] for x in result("export_onnx_latency.json")["rows"]}
+    rec = result("export_onnx_latency.json")
+    rows = {(x["model"], x["batch"]): x["ratio"] for x in rec["rows"]}
     models = ("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3")
-    row = readme_row("same, 1 thread")
+    row = readme_row("same, XS / S / L1 / L3")
+    assert_quoted([f"{rec['threads']} threads, {rec['rounds']} alternating rounds"], "README", row)
     assert_quoted([" / ".join(f"{rows[m, b]:.2f}" for m in models) + "x" for b in (1, 32)], "README", row)
     nb = notebook_text("05_export_coreml.ipynb")
     assert_quoted([f"{m:<15} batch {b:>2}: swiftlib / timm {rows[m, b]:.2f}" for m in models for b in (1, 32)],
