@@ -54,8 +54,10 @@ def tree(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("tree"), WNIDS, 8, corrupt=1)
 
 
-def _run(args, **kw):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def _run(args, tmp=None, **kw):
+    """``args`` in a subprocess from the repository root; ``tmp``: its TMPDIR (torchrun's agent writes a
+    ``torchelastic_*`` log folder there, which would otherwise stay behind in /tmp)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **({"TMPDIR": str(tmp)} if tmp else {})}
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
@@ -260,7 +262,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(tree, tmp_path):
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
     r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-              str(script), str(tree), str(out)])
+              str(script), str(tree), str(out)], tmp=tmp_path)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
