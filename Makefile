@@ -18,7 +18,9 @@ CLASS_ARGS ?=
 VOILA_TEMPLATE ?= offline
 CLASS_HOST = $(if $(filter 0.0.0.0 ::,$(IP)),$(or $(firstword $(shell hostname -I 2>/dev/null)),$(shell hostname)),$(IP))
 # torch writes its compile cache to /tmp/torchinductor_<user> on import (timm imports torch._dynamo):
-# keep it in the git-ignored .cache/ of the checkout instead.
+# keep it in the git-ignored .cache/ of the checkout instead. (torch.compile's precompiled C++ headers
+# ignore this setting and stay in /tmp/torchinductor_<user>, a cache torch shares between runs; the
+# test session removes the folder when it created it, see tests/conftest.py.)
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/torchinductor
 # Jupyter refuses to run as root unless told to (containers, cloud VMs).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
