@@ -1,9 +1,9 @@
-"""swiftlib.train: the CLI on a tiny JPEG tree, learning, bit-exact resume, DDP, NaN stop, recipes,
-checkpoints that load with ``weights_only=True`` and files that would run code.
+"""swiftlib.train: the CLI on a tiny JPEG tree, learning, bit-exact resume, batch augmentation, DDP, NaN
+stop, checkpoints that load with ``weights_only=True`` and files that would run code. The recipes:
+tests/test_train_recipe.py; faults: tests/test_train_faults.py.
 
-References: the paper recipe values come from the facts file (§4); top-1/top-5 are checked
-against a hand count on known logits; resume and DDP are checked against an uninterrupted run
-and against the other rank, weight for weight; RNG states against the draws of the saved generators.
+References: resume and DDP are checked against an uninterrupted run and against the other rank, weight
+for weight; RNG states against the draws of the saved generators.
 """
 import dataclasses
 import json
@@ -17,20 +17,16 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pytest
-import timm
 import torch
 from helpers import write_image_folder
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 import swiftlib.data as D
 import swiftlib.train as T
 import swiftlib.train.report as train_report
-import swiftlib.viz as V
-from swiftlib.models import create_model, resolve_name, save_checkpoint
+from swiftlib.models import create_model, save_checkpoint
 from swiftlib.train.config import use_batch_augment
 from swiftlib.train.report import merge_failures
 from swiftlib.train.state import decode_rng, encode_rng
@@ -434,64 +430,6 @@ def test_closed_bars_leave_no_frozen_text_in_a_saved_notebook(tmp_path):
     assert any(t.startswith("kept: 100%") for t in texts) and texts[-1] == "done\n", texts
 
 
-# --------------------------------------------------------------------------- recipes and metrics
-def test_paper_recipe_matches_facts():
-    xs = T.resolve_config(recipe="paper", model="swiftformer_xs")
-    s = T.resolve_config(recipe="paper", model="swiftformer_s")
-    l1 = T.resolve_config(recipe="paper", model="swiftformer_l1")
-    for c in (xs, s, l1):  # facts file §4 (lr 2e-3 at any batch: no linear scaling, lr_batch 0)
-        assert (c.epochs, c.lr, c.lr_batch, c.weight_decay, c.warmup_epochs) == (300, 2e-3, 0, 0.025, 5)
-        assert (c.warmup_lr, c.min_lr, c.smoothing, c.re_prob, c.repeated_aug) == (1e-6, 1e-5, 0.1, 0.25, 3)
-        assert (c.ema_decay, c.clip_grad, c.clip_mode, c.img_size, c.color_jitter) == (0.99996, 0.01, "agc", 224, 0.4)
-        assert (c.re_mode, c.re_count, c.sched_on, c.amp, c.eval_every) == ("pixel", 1, "epoch", False, 20)
-        assert (c.teacher, c.distill_alpha, c.distillation) == ("regnety_160", 0.5, True)
-        assert c.crop_pct == pytest.approx(224 / 256)
-    assert (l1.auto_augment, l1.mixup, l1.cutmix) == ("rand-m9-mstd0.5-inc1", 0.8, 1.0)
-    assert (s.auto_augment, s.mixup, s.cutmix) == ("rand-m9-mstd0.5-inc1", 0.0, 0.0)  # S: no mixup / cutmix
-    assert (xs.auto_augment, xs.mixup, xs.cutmix) == ("none", 0.0, 0.0)             # XS: no RandAugment either
-    assert T.resolve_config(recipe="paper", model="swiftformer_xs", mixup=0.3).mixup == 0.3  # flags win
-
-
-#: facts §4: (RandAugment, mixup, cutmix) of the paper recipe; XS disables all three, S mixup and cutmix
-PAPER_AUGMENTATION = {"xs": ("none", 0.0, 0.0), "s": ("rand-m9-mstd0.5-inc1", 0.0, 0.0),
-                      "l1": ("rand-m9-mstd0.5-inc1", 0.8, 1.0), "l3": ("rand-m9-mstd0.5-inc1", 0.8, 1.0)}
-
-
-@pytest.mark.parametrize("variant", sorted(PAPER_AUGMENTATION))
-def test_paper_recipe_exceptions_hold_under_every_model_spelling(variant):
-    spellings = [variant, variant.upper(), f"swiftformer_{variant}", f"SwiftFormer-{variant.upper()}",
-                 f"SwiftFormer_{variant.upper()}", f"swiftformer {variant}", f"  SWIFTFORMER-{variant}  ",
-                 f"Swiftformer__{variant.capitalize()}"]
-    for name in spellings:
-        assert resolve_name(name) == f"swiftformer_{variant}"  # create_model accepts this spelling
-        cfg = T.resolve_config(model=name, recipe="paper")
-        assert (cfg.auto_augment, cfg.mixup, cfg.cutmix) == PAPER_AUGMENTATION[variant], name
-        assert cfg.model == f"swiftformer_{variant}"  # config.json records the model, not the spelling
-
-
-def test_evaluate_counts_top1_top5_by_hand():
-    logits = torch.tensor([[9., 8, 7, 6, 5, 4], [0, 9, 8, 7, 6, 5], [1, 2, 3, 4, 5, 9], [9, 0, 1, 2, 3, 4]])
-    labels = torch.tensor([0, 5, 0, 1])  # top-1 hit, top-5 hit (rank 5), top-5 miss (rank 6), top-5 miss
-    model = nn.Identity()
-    ev = T.evaluate(model, DataLoader(TensorDataset(logits, labels), batch_size=3), torch.device("cpu"))
-    assert ev["count"] == 4 and ev["top1"] == 25.0 and ev["top5"] == 50.0
-    ce = nn.functional.cross_entropy(logits, labels).item()
-    assert ev["loss"] == pytest.approx(ce)
-
-
-def test_teacher_hard_distillation_runs(tree, tmp_path):
-    torch.set_num_threads(1)
-    teacher = timm.create_model("resnet10t", num_classes=3)
-    ck = tmp_path / "teacher.pth"
-    torch.save(teacher.state_dict(), ck)
-    res = T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
-                teacher_checkpoint=str(ck), out=str(tmp_path / "kd"), progress=False)
-    assert res["status"] == "done" and 0 < res["history"][0]["train_loss"] < 10
-    with pytest.raises(FileNotFoundError, match="--teacher-checkpoint .*missing.pth: no such file"):
-        T.fit(data="folder", data_dir=str(tree), epochs=1, batch_size=8, img_size=32, teacher="resnet10t",
-              teacher_checkpoint=str(tmp_path / "missing.pth"), out=str(tmp_path / "kd2"), progress=False)
-
-
 # --------------------------------------------------------------------------- nothing runs from a file
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     """Python's, NumPy's and torch's generators (cached Gaussians included) draw on as if never saved."""
@@ -542,26 +480,3 @@ def test_files_that_would_run_code_are_refused_by_every_entry_point(tree, tmp_pa
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # the file really runs code when unpickled in full
     assert marker.exists()
-
-
-# --------------------------------------------------------------------------- notebook 04 plots (headless)
-def test_confusion_counts_match_histogram2d_and_plots_render():
-    matplotlib.use("Agg")
-    rng = np.random.default_rng(0)
-    t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
-    ref, _, _ = np.histogram2d(t, p, bins=[np.arange(5) - 0.5] * 2)
-    assert np.array_equal(V.confusion_counts(t, p, 4), ref.astype(int))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
-        V.confusion_counts([0, 3], [0, 1], 3)
-    fig = V.plot_confusion_matrix(t, p, list("abcd"))
-    assert fig.axes[0].images[0].get_array().shape == (4, 4)
-    rows = [{"epoch": 1, "train_loss": 2.0, "val_loss": 1.5, "train_top1": 30.0, "val_top1": 40.0},
-            {"epoch": 2, "train_loss": 1.0, "val_loss": None, "train_top1": 60.0, "val_top1": None}]
-    fig = V.plot_training_curves(rows, steps=[(0.5, 2.2), (1.0, 1.9)])
-    loss_ax, acc_ax = fig.axes
-    assert [len(line.get_xdata()) for line in loss_ax.lines] == [2, 2, 1]  # steps, train, val (epoch 1 only)
-    fig = V.plot_predictions(np.zeros((3, 3, 8, 8)), ["a", "b"], [0, 1, 1], [0, 0, 1])
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["a", "a\n(b)", "b"]
-    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
-        V.plot_predictions(np.zeros((3, 8, 8)), ["a"], [0, 0, 0])

@@ -1,12 +1,10 @@
 """swiftlib.train when things go wrong: bad flags answered in one line before any work, resumes of another
 run or with changed settings, nan losses, a full disk, killed writes (stale temporary files, best.pth),
-kill -9 at random moments, batches BatchNorm cannot train on, and the official paper recipe.
+kill -9 at random moments, batches BatchNorm cannot train on. The recipes: tests/test_train_recipe.py.
 
 References: exit status 2 and one ``error:`` line naming the flag (the CLI contract); checkpoints checked
 with ``torch.isfinite`` and loaded with ``torch.load``; resumed runs against uninterrupted ones, tensor
-for tensor; the paper recipe against ``data/paper_recipe.csv`` (transcribed from the official
-``main.py`` / ``dist_train.sh``); lr values against the closed-form cosine / linear warmup; the EMA
-against ``d * w0 + (1 - d) * w1``.
+for tensor.
 """
 import dataclasses
 import errno
@@ -23,17 +21,14 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import write_image_folder
-from timm.data.random_erasing import RandomErasing
+from test_train import _env  # noqa: F401  (autouse: a private cache, one torch thread)
 from torch import nn
 
 import swiftlib.train as T
-from swiftlib.io import read_csv
-from swiftlib.models import SwiftFormer, create_model, resolve_name
+from swiftlib.models import create_model
 from swiftlib.train.cli import cli
 from swiftlib.train.config import TrainConfig
-from swiftlib.train.setup import build_optimizer, settle
 from swiftlib.train.state import Checkpointer, TrainState
-from test_train import _env  # noqa: F401  (autouse: a private cache, one torch thread)
 
 ROOT = Path(__file__).resolve().parent.parent
 WNIDS = ["n01440764", "n02102040", "n02979186"]
@@ -417,121 +412,6 @@ class _TinyBNNet(nn.Module):
 def test_batchnorm_error_of_any_network_is_explained(tree, tmp_path):
     with pytest.raises(ValueError, match=r"batch of shape \(1, 3, 32, 32\) failed: BatchNorm .*--batch-size 2"):
         T.fit(**_kw(tree, tmp_path, batch_size=1, ema_decay=0.0), net=_TinyBNNet())
-
-
-# --------------------------------------------------------------------------- the paper recipe is the official one
-def _table():
-    """data/paper_recipe.csv: {variant: {field: value}}, typed by its 'type' column."""
-    cast = {"int": int, "float": float, "str": str, "bool": lambda v: {"True": True, "False": False}[v]}
-    out = {}
-    for row in read_csv(ROOT / "data" / "paper_recipe.csv"):
-        assert row["source"] in ("main.py", "dist_train.sh") and row["official"], row
-        out.setdefault(row["variant"], {})[row["field"]] = cast[row["type"]](row["value"])
-    return out
-
-
-def _spellings(variant):
-    return [variant, variant.upper(), f"swiftformer_{variant}", f"SwiftFormer-{variant.upper()}",
-            f"SwiftFormer_{variant.upper()}", f"swiftformer {variant}", f"  SWIFTFORMER-{variant}  "]
-
-
-@pytest.mark.parametrize("variant", ["xs", "s", "l1", "l3"])
-def test_paper_recipe_equals_the_official_table_field_by_field(variant):
-    table = _table()
-    assert set(table) == {"xs", "s", "l1", "l3"}
-    assert set(T.RECIPES["paper"]) <= set(table[variant])  # every recipe value has its official source
-    for name in _spellings(variant):
-        assert resolve_name(name) == f"swiftformer_{variant}"  # create_model accepts this spelling
-        cfg = T.resolve_config(recipe="paper", model=name)
-        got = {field: getattr(cfg, field) for field in table[variant]}
-        assert got == table[variant], (name, {k: (v, table[variant][k]) for k, v in got.items()
-                                              if v != table[variant][k]})
-
-
-def test_paper_recipe_random_erasing_is_pixel_mode_count_1(tree):
-    cfg = T.resolve_config(recipe="paper", model="l1", data="folder", data_dir=str(tree), img_size=32)
-    erasing = [t for t in T.build_train_dataset(cfg).transform.transforms if isinstance(t, RandomErasing)]
-    assert len(erasing) == 1
-    assert (erasing[0].mode, erasing[0].per_pixel, erasing[0].max_count, erasing[0].probability) == \
-        ("pixel", True, 1, 0.25)
-
-
-def test_linear_lr_scaling_is_opt_in(tmp_path):
-    model = create_model("swiftformer_xs", num_classes=3)
-    paper = T.resolve_config(recipe="paper", batch_size=8)
-    subset = T.resolve_config(recipe="subset", batch_size=8)
-    assert {g["lr"] for g in build_optimizer(paper, model, 2, CPU).param_groups} == {2e-3}  # any batch
-    assert {g["lr"] for g in build_optimizer(subset, model, 2, CPU).param_groups} == {2e-3 * 16 / 256}
-
-
-def test_paper_schedule_is_per_epoch_and_subset_per_step(tree, tmp_path):
-    lrs = {}
-    for recipe in ("paper", "subset"):
-        seen = []
-        T.fit(**_kw(tree, tmp_path / recipe, recipe=recipe, epochs=3, teacher="none", ema_decay=0.0, mixup=0.0,
-                    cutmix=0.0, auto_augment="none", re_prob=0.0, repeated_aug=1, warmup_epochs=2, lr_batch=0),
-              callback=lambda e, i: seen.append((i["epoch"], i["lr"])) if e == "step" else None)
-        lrs[recipe] = seen
-    paper = lrs["paper"]  # main.py: lr_scheduler.step(epoch) after epoch e sets lr(t=e) for epoch e+1
-    warm = [1e-6, 1e-6, 1e-6 + (2e-3 - 1e-6) / 2]  # linear warmup over 2 epochs from 1e-6
-    for epoch, lr in paper:
-        assert lr == pytest.approx(warm[epoch], rel=1e-9)
-    assert len({lr for e, lr in lrs["subset"] if e == 0}) == 3  # a new lr every step
-
-
-def test_paper_recipe_is_fp32_and_warns_once_without_a_teacher(tree, tmp_path):
-    gpu = torch.device("cuda")  # only the device's kind is read: no GPU needed
-    assert settle(T.resolve_config(recipe="paper", teacher="none"), gpu).amp is False
-    assert settle(T.resolve_config(recipe="subset"), gpu).amp is True
-    assert settle(T.resolve_config(recipe="paper", teacher="none", amp=True), gpu).amp is True
-    with pytest.warns(UserWarning) as caught:
-        res = T.fit(**_kw(tree, tmp_path / "p", recipe="paper", epochs=2, auto_augment="none", re_prob=0.0,
-                          repeated_aug=1, mixup=0.0, cutmix=0.0))
-    about_teacher = [w for w in caught if "not the paper's" in str(w.message)]
-    assert len(about_teacher) == 1 and "regnety_160" in str(about_teacher[0].message)
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["teacher"] == "none"  # what was used
-    # evaluation every 20 epochs (and the last): epoch 1 of 2 is not evaluated
-    assert [row["val_top1"] is None for row in res["history"]] == [True, False]
-
-
-def test_ema_starts_from_the_initial_weights(tree, tmp_path):
-    decay = 0.75
-    torch.manual_seed(1)  # fit seeds the model the same way: these are its initial weights
-    w0 = create_model("swiftformer_xs", num_classes=3).state_dict()
-    res = T.fit(**_kw(tree, tmp_path, batch_size=24, ema_decay=decay))  # 24 images: one step
-    w1, ema = res["model"].state_dict(), res["ema"].state_dict()
-    for k in ("head.weight", "stem.0.weight", "stages.3.blocks.3.attn.w_g"):
-        assert torch.allclose(ema[k], decay * w0[k] + (1 - decay) * w1[k], atol=1e-7), k
-        assert not torch.equal(w0[k], w1[k])
-
-
-# --------------------------------------------------------------------------- no weight decay on temperatures
-class _SwiftFormerNoWD(SwiftFormer):
-    def no_weight_decay(self):
-        return {n for n, _ in self.named_parameters() if n.endswith("attn.temperature")}
-
-
-def _decay_of(optimizer, model) -> dict:
-    by_id = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
-    return {n: by_id[id(p)] for n, p in model.named_parameters()}
-
-
-def test_optimizer_honours_no_weight_decay(monkeypatch):
-    cfg = T.resolve_config(recipe="paper", attention="transposed")
-    plain = create_model("xs", num_classes=3, attention="transposed")
-    temps = [n for n, _ in plain.named_parameters() if n.endswith("attn.temperature")]
-    assert len(temps) == 4 and all(p.ndim == 3 for n, p in plain.named_parameters() if n in temps)
-    decay = _decay_of(build_optimizer(cfg, plain, 1, CPU), plain)
-    if not callable(getattr(plain, "no_weight_decay", None)):
-        assert {decay[n] for n in temps} == {0.025}  # [h, 1, 1]: not a norm or bias, decayed by default
-    model = _SwiftFormerNoWD(widths=(48, 56, 112, 220), depths=(3, 3, 6, 4), num_classes=3, attention="transposed")
-    decay = _decay_of(build_optimizer(cfg, model, 1, CPU), model)
-    assert {decay[n] for n in temps} == {0.0} and decay["head.weight"] == 0.025
-    # declared by the attention module itself (XCiT / EdgeNeXt style): honoured too
-    attn_cls = type(plain.get_submodule(temps[0].rsplit(".", 1)[0]))
-    monkeypatch.setattr(attn_cls, "no_weight_decay", lambda self: {"temperature"}, raising=False)
-    decay = _decay_of(build_optimizer(cfg, plain, 1, CPU), plain)
-    assert {decay[n] for n in temps} == {0.0} and decay["stem.0.weight"] == 0.025
 
 
 # --------------------------------------------------------------------------- kill -9, resume, bit for bit

@@ -234,3 +234,25 @@ def test_the_silenced_messages_stay_on_for_the_users_own_code(tmp_path):
     res = _python(tmp_path, "users_code.py")
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["True", "True"]  # their torch.jit.script warns; the torch logger still logs
+
+
+# --------------------------------------------------------------------------- notebook 04 plots (headless)
+def test_confusion_counts_match_histogram2d_and_plots_render():
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    ref, _, _ = np.histogram2d(t, p, bins=[np.arange(5) - 0.5] * 2)
+    assert np.array_equal(viz.confusion_counts(t, p, 4), ref.astype(int))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        viz.confusion_counts([0, 3], [0, 1], 3)
+    fig = viz.plot_confusion_matrix(t, p, list("abcd"))
+    assert fig.axes[0].images[0].get_array().shape == (4, 4)
+    rows = [{"epoch": 1, "train_loss": 2.0, "val_loss": 1.5, "train_top1": 30.0, "val_top1": 40.0},
+            {"epoch": 2, "train_loss": 1.0, "val_loss": None, "train_top1": 60.0, "val_top1": None}]
+    fig = viz.plot_training_curves(rows, steps=[(0.5, 2.2), (1.0, 1.9)])
+    loss_ax, acc_ax = fig.axes
+    assert [len(line.get_xdata()) for line in loss_ax.lines] == [2, 2, 1]  # steps, train, val (epoch 1 only)
+    fig = viz.plot_predictions(np.zeros((3, 3, 8, 8)), ["a", "b"], [0, 1, 1], [0, 0, 1])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["a", "a\n(b)", "b"]
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        viz.plot_predictions(np.zeros((3, 8, 8)), ["a"], [0, 0, 0])
