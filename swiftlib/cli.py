@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
-__all__ = ["USER_ERRORS", "ArgumentParser", "debug_requested", "one_line", "run", "Expectation",
+__all__ = ["USER_ERRORS", "ArgumentParser", "add_debug_argument", "debug_requested", "one_line", "run", "Expectation",
            "ExpectationSyntaxError", "parse_expectation", "add_expect_argument", "require_known",
            "check_expectations", "print_expectations"]
 
@@ -145,6 +145,11 @@ def parse_expectation(text: str) -> Expectation:
         raise ExpectationSyntaxError(f"expected NAME<=VALUE or NAME>=VALUE with a finite number, e.g. "
                                      f"'ratio@3136<=0.8', got {text!r}")
     return Expectation(m["name"], m["op"], value)
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """List ``--debug`` in ``parser``'s help; :func:`run` acts on it and removes it before parsing."""
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
 
 
 def add_expect_argument(parser: argparse.ArgumentParser, figures: str) -> None:

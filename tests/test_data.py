@@ -226,6 +226,18 @@ def test_cache_matches_resize_center_crop_and_is_reused(clean_tree, monkeypatch,
     assert isinstance(again.images, np.memmap) and again.targets == cached.targets
 
 
+def test_class_subsets_of_one_folder_keep_their_own_caches(clean_tree, tmp_path, monkeypatch):
+    builds = []
+    real = data_cache._build
+    monkeypatch.setattr(data_cache, "_build", lambda ds, *a, **k: builds.append(list(ds.classes)) or real(ds, *a, **k))
+    kw = dict(transform=None, cache=True, cache_dir=tmp_path / "u8")
+    for subset in (IMAGENETTE[:2], IMAGENETTE[2:4], IMAGENETTE[:2]):
+        ds = D.build_dataset("imagenet", clean_tree, "val", 16, classes=subset, **kw)
+        assert ds.classes == subset
+    assert builds == [IMAGENETTE[:2], IMAGENETTE[2:4]]  # the first subset's cache survived the second's build
+    assert len(list((tmp_path / "u8").glob("imagenet-val-16px-*.npy"))) == 2
+
+
 def test_cache_rebuilt_on_change_and_never_half_written(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "t", IMAGENETTE[:2], 3, corrupt=1, splits=("train",))
     cache_dir = tmp_path / "u8"

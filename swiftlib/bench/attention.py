@@ -70,27 +70,24 @@ ADDITIVE_CONTENDERS = ("timm_additive", *OWN_ADDITIVE_FORMS)
 
 
 # =================================================================== contenders
-class TimmAdditiveOnTokens(nn.Module):
-    """timm's ``EfficientAdditiveAttention`` as the peer: ``forward(x_map)`` with ``x_map [B, C, H, W]``.
+class TimmAdditiveOnTokens(TimmAdditive):
+    """timm's ``EfficientAdditiveAttention`` itself as the peer: ``forward(x_map)`` with ``x_map [B, C, H, W]``.
 
     Built with ``in_dims = token_dim = D`` (as in SwiftFormer) and loaded with the weights of a
-    swiftlib :class:`~swiftlib.attention.EfficientAdditiveAttention`, so both compute the same function.
+    swiftlib :class:`~swiftlib.attention.EfficientAdditiveAttention`, so both compute the same function;
+    timm's own forward is timed, with no wrapper call around it.
     """
 
     def __init__(self, ours: nn.Module):
-        super().__init__()
         d = ours.dim
-        self.m = TimmAdditive(in_dims=d, token_dim=d)
+        super().__init__(in_dims=d, token_dim=d)
         qk_w, qk_b = ours.qk.weight.detach(), ours.qk.bias.detach()  # [2D, D], [2D] = [to_query; to_key]
-        self.m.load_state_dict({
+        self.load_state_dict({
             "to_query.weight": qk_w[:d], "to_query.bias": qk_b[:d],
             "to_key.weight": qk_w[d:], "to_key.bias": qk_b[d:],
             "w_g": ours.w_g.detach(), "proj.weight": ours.proj.weight.detach(),
             "proj.bias": ours.proj.bias.detach(), "final.weight": ours.final.weight.detach(),
             "final.bias": ours.final.bias.detach()})
-
-    def forward(self, x_map: torch.Tensor) -> torch.Tensor:
-        return self.m(x_map)                                            # [B, D, H, W] -> [B, D, H, W]
 
 
 class AdditiveMatmuls(nn.Module):
@@ -232,7 +229,7 @@ def attention_sweep(ns: Sequence[int], d: int = 48, heads: int = 1, batch: int =
         for c, value in checks.items():
             state[c][str(n)] = value
         # one call signature for all: each callable picks its own tensor
-        wrapped = {k: (lambda f=f, k=k: f(inputs[k])) for k, f in fns.items()}
+        wrapped = {k: (lambda f=f, x=inputs[k]: f(x)) for k, f in fns.items()}
         bar.set_postfix(n=n)
         timing = time_interleaved(wrapped, device=dev, rounds=rounds, min_run_time=min_run_time,
                                   threads=threads, max_seconds=max_seconds_per_point, clock=clock)

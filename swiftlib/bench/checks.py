@@ -30,14 +30,12 @@ from swiftlib.attention import VARIANTS
 from swiftlib.bench.common import known_names
 from swiftlib.bench.data_loading import JPEG_CLASSES
 from swiftlib.bench.models import MODEL_PEERS
+from swiftlib.export.common import check_img_size
 from swiftlib.measure import resolve_device
 from swiftlib.models import MIN_INPUT_SIZE, resolve_name, stage_shapes
 from swiftlib.train.files import check_writable_folder
 
-__all__ = ["IMG_MULTIPLE", "check_args", "check_json", "split_names"]
-
-#: ``--img`` of ``models`` is a multiple of SwiftFormer's total stride (32).
-IMG_MULTIPLE = 32
+__all__ = ["check_args", "check_json", "split_names"]
 
 
 def _int_at_least(flag: str, value, minimum: int = 1) -> None:
@@ -101,9 +99,10 @@ def _check_attention(args: argparse.Namespace) -> None:
 def _check_models(args: argparse.Namespace) -> None:
     _check_model(args)
     _int_at_least("--rounds", args.rounds)
-    if isinstance(args.img, bool) or args.img < IMG_MULTIPLE or args.img % IMG_MULTIPLE:
-        raise ValueError(f"--img must be a multiple of {IMG_MULTIPLE} (the network's total stride) and at least "
-                         f"{IMG_MULTIPLE}, got {args.img}")
+    try:
+        check_img_size(args.img)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--img: {e}") from None
     _positive_finite("--min-run-time", args.min_run_time)
     _positive_finite("--max-seconds", args.max_seconds)
     args.peers = split_names("--peers", args.peers, MODEL_PEERS, "peer", allow_empty=True)

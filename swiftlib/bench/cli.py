@@ -31,8 +31,8 @@ import torch
 from swiftlib.bench import attention, data_loading, models, train
 from swiftlib.bench.checks import check_args
 from swiftlib.bench.common import int_list
-from swiftlib.cli import (ArgumentParser, add_expect_argument, check_expectations, print_expectations,
-                          require_known, run)
+from swiftlib.cli import (ArgumentParser, add_debug_argument, add_expect_argument, check_expectations,
+                          print_expectations, require_known, run)
 from swiftlib.io import atomic_write_json
 from swiftlib.measure import CLOCKS, MALLOC_MODES, machine_info, steady_allocator
 
@@ -88,7 +88,7 @@ def _attention_run(args: argparse.Namespace) -> dict[str, Any]:
         for source, how in (("ratios_min", "fastest runs"), ("ratios_paired", "round by round")):
             if k in result.get(source, {}):
                 print(f"    {how}:", result[source][k])
-    print("crossovers:", [(c["a"], c["b"], c["n"]) for c in attention.sweep_crossovers(result["points"])])
+    print("crossovers:", [(c["a"], c["b"], c["n"]) for c in result["crossovers"] if c["key"] == "median_ms"])
     return result
 
 
@@ -198,8 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--malloc", choices=MALLOC_MODES, default="default",
                        help="'steady': glibc keeps freed memory for reuse, so timings do not depend on "
                             "page faults of fresh allocations (whole process; see swiftlib.measure.steady_allocator)")
-        p.add_argument("--debug", action="store_true",
-                       help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
+        add_debug_argument(p)
         add_expect_argument(p, spec["expect"])
         spec["arguments"](p)
     return parser

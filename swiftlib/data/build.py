@@ -27,7 +27,6 @@ unknown split, a ``root`` or ``cache_dir`` that is a file ...) are ValueErrors n
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -147,12 +146,8 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     class_names = [imagenet_class_name(c) for c in chosen] if wnid_like else list(chosen)
     ds = ImageListDataset(samples, chosen, class_names, transform=transform, on_error=on_error,
                           verify=verify and not cache, name=name, split=split)
-    ds.mean, ds.std = mean, std
-    if cache:  # a folder's cache is named after the folder it reads
-        folder_hash = hashlib.sha1(str(split_dir.resolve()).encode()).hexdigest()[:8]
-        cache_name = name if name != "folder" else f"folder-{folder_hash}"
-        ds = cached_uint8(ds, cache_size or img_size, name=cache_name, split=split, on_error=on_error,
-                          root=cache_dir)
+    if cache:
+        ds = cached_uint8(ds, cache_size or img_size, name=name, split=split, on_error=on_error, root=cache_dir)
     if imagenet_labels:
         ds.imagenet_indices = [imagenet_class_index(c) for c in chosen]
     return ds

@@ -71,6 +71,14 @@ def _cache_key(name, split, classes, size, samples) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _source_id(ds: ImageListDataset) -> str:
+    """Which data a cache holds: the folder its files are in and its classes (8 hex digits). Caches of
+    another folder, or of another class subset of the same folder, have their own names and are kept."""
+    paths = [os.path.abspath(p) for p, _ in ds.samples]
+    folder = os.path.commonpath(paths) if paths else ""
+    return hashlib.sha1(json.dumps([folder, list(ds.classes)]).encode()).hexdigest()[:8]
+
+
 def _resize_short_center(img: Image.Image, size: int) -> np.ndarray:
     """RGB image -> short side ``size`` (bicubic), center crop ``size`` x ``size``: uint8 ``[size, size, 3]``."""
     w, h = img.size  # torchvision's rule: the long side becomes int(size * long / short)
@@ -196,8 +204,8 @@ def _write_array(samples, size: int, arr_path: Path, on_error: str, desc: str) -
 def _build(ds: ImageListDataset, size: int, arr_path: Path, meta_path: Path, key: str, on_error: str):
     """Write the cache of ``ds`` (array, then sidecar); ``(images memmap, targets, skipped)``."""
     _check_writable(arr_path.parent, len(ds.samples) * size * size * 3)
-    prefix = arr_path.stem.rsplit("-", 1)[0]  # <name>-<split>-<size>px
-    for stale in arr_path.parent.glob(f"{prefix}-*"):  # same dataset, other file list or damaged: replace it
+    prefix = arr_path.stem.rsplit("-", 1)[0]  # <name>-<split>-<size>px-<source>
+    for stale in arr_path.parent.glob(f"{prefix}-*"):  # same data, other file list or damaged: replace it
         stale.unlink(missing_ok=True)
     targets, skipped = _write_array(ds.samples, size, arr_path, on_error, f"caching {prefix}")
     try:
@@ -222,7 +230,8 @@ def cached_uint8(ds: ImageListDataset, size: int, *, name: str, split: str, on_e
     A cache that fails its size / digest check, or whose sidecar is missing or garbled, is rebuilt
     with a RuntimeWarning and a line in ``report.notes``. Images are converted to RGB as
     :func:`~swiftlib.data.images.to_rgb` does (16-bit tones kept, alpha composited on white). A cache
-    of the same ``name`` / ``split`` / ``size`` with another key (other files) is replaced.
+    of the same data (``name`` / ``split`` / ``size``, the same folder and classes) whose files changed is
+    replaced; other folders and other class subsets of one folder keep caches of their own.
     """
     size = check_int("cache_size", size, minimum=8)
     root = check_folder_arg("cache_dir", root) if root is not None else cache_root() / "u8"
@@ -231,7 +240,7 @@ def cached_uint8(ds: ImageListDataset, size: int, *, name: str, split: str, on_e
     except OSError as err:
         raise ValueError(f"cache_dir {root} cannot be created ({err})") from err
     key = _cache_key(name, split, ds.classes, size, ds.samples)
-    stem = f"{name}-{split}-{size}px-{key}"
+    stem = f"{name}-{split}-{size}px-{_source_id(ds)}-{key}"
     arr_path, meta_path = root / f"{stem}.npy", root / f"{stem}.json"
     cached, problem = _open_cache(arr_path, meta_path, key, size)
     notes = []

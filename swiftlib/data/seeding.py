@@ -45,7 +45,11 @@ def seeded(seed: int):
     had before are restored after it, so the caller's random stream is untouched."""
     saved = rng_state()
     try:
-        seed_everything(seed)
+        # the CPU generators only, the ones rng_state() saves: torch.manual_seed would also reseed (and
+        # leave changed) every accelerator's, and costs several times more (it runs once per item)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)
         yield
     finally:
         set_rng_state(saved)

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from swiftlib.attention import VARIANTS
-from swiftlib.cli import ArgumentParser, add_expect_argument, check_expectations, print_expectations, require_known, run
+from swiftlib.cli import (ArgumentParser, add_debug_argument, add_expect_argument, check_expectations,
+                          print_expectations, require_known, run)
 from swiftlib.export.check import check_mlpackage, format_check, reference_model
 from swiftlib.export.common import (PRECISIONS, RESULTS_DIR, check_img_size, check_out_path, resolve_model,
                                     results_path, sample_images)
@@ -124,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgumentParser)
     _add_export_commands(sub)
     _add_check_commands(sub)
-    for command in sub.choices.values():  # swiftlib.cli.run reads the flag; listed here for --help
-        command.add_argument("--debug", action="store_true", help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
+    for command in sub.choices.values():
+        add_debug_argument(command)
     return p
 
 

@@ -29,6 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 import swiftlib
+from swiftlib.data import seeded
 from swiftlib.models import (MIN_INPUT_SIZE, SwiftFormer, checkpoint_num_classes, create_model, export_friendly,
                              fuse_for_inference, read_checkpoint, resolve_name)
 
@@ -150,8 +151,7 @@ def build_model(name: str, num_classes: int | None = None, checkpoint=None, atte
     payload, where = _read_payload(checkpoint) if checkpoint is not None else (None, None)
     k = _class_count(payload, num_classes, where)
     attention = attention or _payload_field(payload, "attention") or "additive"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    with seeded(0):
         model = create_model(key, num_classes=k, attention=attention, checkpoint=payload).eval()
     names = _payload_field(payload, "class_names")
     info = {"model": key, "attention": attention, "num_classes": k, "library": "swiftlib",

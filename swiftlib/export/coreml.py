@@ -40,7 +40,7 @@ from torch import nn
 
 import swiftlib
 from swiftlib.attention import VARIANTS, attention_macs, build_attention
-from swiftlib.data import imagenet_class_labels
+from swiftlib.data import imagenet_class_labels, seeded
 from swiftlib.export import coreml_passes
 from swiftlib.export.common import check_eval, check_img_size, check_out_path, check_precision, resolve_model
 from swiftlib.models import SwiftFormer, export_friendly, fuse_for_inference
@@ -264,16 +264,9 @@ def _convert_classifier(ct, wrapped: ImageClassifier, example: torch.Tensor, ima
                            color_layout=ct.colorlayout.RGB)
     else:
         inp = ct.TensorType(name="image", shape=example.shape)
-    mlmodel = _convert(ct, traced, [inp], precision=precision, optimize=optimize,
-                       classifier_config=ct.ClassifierConfig(class_labels, predicted_feature_name="classLabel"))
-    spec = mlmodel.get_spec()
-    probs = [o.name for o in spec.description.output if o.name != "classLabel"]
-    if probs and probs[0] != "classLabel_probs":
-        ct.utils.rename_feature(spec, probs[0], "classLabel_probs")
-        renamed = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)  # copies the weights
-        _discard_temp_package(mlmodel)
-        mlmodel = renamed
-    return mlmodel
+    # coremltools names the probabilities output predicted_feature_name + "_probs": classLabel_probs
+    return _convert(ct, traced, [inp], precision=precision, optimize=optimize,
+                    classifier_config=ct.ClassifierConfig(class_labels, predicted_feature_name="classLabel"))
 
 
 def _describe_classifier(mlmodel, info: dict[str, Any], img_size: int, precision: str, image_input: bool,
@@ -361,13 +354,13 @@ def block_module(kind: str, variant: str, n: int | None = None, d: int | None = 
             n = hw[0] * hw[1]
         if n < 1:
             raise ValueError(f"n (tokens) must be >= 1, got {n}")
-        torch.manual_seed(0)
-        return build_attention(variant, d).eval(), torch.randn(1, n, d)
+        with seeded(0):  # seed-0 weights and input; the caller's random stream is left as it was
+            return build_attention(variant, d).eval(), torch.randn(1, n, d)
     if kind == "encoder":
         if hw is None or len(hw) != 2 or min(hw) < 1:
             raise ValueError(f"an encoder export needs the map size hw=(H, W) with H, W >= 1, got {hw}")
-        torch.manual_seed(0)
-        return export_friendly(_single_encoder(d, variant), inplace=True).eval(), torch.randn(1, d, *hw)
+        with seeded(0):
+            return export_friendly(_single_encoder(d, variant), inplace=True).eval(), torch.randn(1, d, *hw)
     raise ValueError(f"kind must be 'attention' or 'encoder', got {kind!r}")
 
 

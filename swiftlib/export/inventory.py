@@ -258,15 +258,14 @@ def _bare_timm(model: str, path: Path, img_size: int, precision: str) -> OpInven
                                          description=f"timm {model} (bare)"))
 
 
-def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int = 224, precision: str = "fp16",
-                      results_dir=None) -> dict[str, Any]:
+def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int = 224, precision: str = "fp16"
+                      ) -> dict[str, Any]:
     """Export swiftlib's ``model`` and timm's model of the same name in the same run, inventory them, compare.
 
     Three packages (:data:`CONVERSIONS`): swiftlib's export as ``python -m swiftlib.export coreml``
     writes it, timm's model behind the same classifier interface with coremltools' default passes, and
     timm's model converted bare (see the module docstring). ``out_dir``: where they go (a temporary
-    folder, deleted afterwards, if None). ``results_dir``: if given, writes
-    ``export_inventory_<model>.json`` and ``.csv`` there (:func:`write_inventory_results`).
+    folder, deleted afterwards, if None); :func:`write_inventory_results` records the result.
     Returns ``{"model", "img_size", "precision", "swiftlib", "timm", "timm_bare", "rows", "conversions",
     "ratio_non_const", "ratio_non_const_bare", "tile", "ops_slow_on_ne", "ops_off_ne"}``: the ratios are
     swiftlib's non-const ops over timm's, ``tile`` and the lint counts are swiftlib's.
@@ -285,8 +284,6 @@ def inventory_vs_timm(model: str = "swiftformer_xs", out_dir=None, img_size: int
               "ops_slow_on_ne": ours.lint_count("slow_on_ne"), "ops_off_ne": ours.lint_count("off_ne")}
     for side in ("swiftlib", "timm", "timm_bare"):
         result[side]["path"] = Path(result[side]["path"]).name
-    if results_dir is not None:
-        write_inventory_results(result, results_dir)
     return result
 
 

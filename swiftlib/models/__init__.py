@@ -8,8 +8,8 @@ analytic per-stage costs. Images ``[B, 3, H, W]`` -> logits ``[B, K]``.
     >>> fast = fuse_for_inference(model)                                # eval-mode fused copy
 """
 from swiftlib.models.checkpoints import (CheckpointMismatchError, LoadReport, checkpoint_num_classes,
-                                         load_checkpoint, read_checkpoint, remap_official_keys, save_checkpoint,
-                                         to_official_keys)
+                                         extract_state_dict, load_checkpoint, nonfinite_tensors, read_checkpoint,
+                                         remap_official_keys, save_checkpoint, to_official_keys)
 from swiftlib.models.costs import stage_shapes, swiftformer_macs
 from swiftlib.models.export_friendly import MapAdditiveAttention, MapSwiftFormerEncoder, export_friendly
 from swiftlib.models.fuse import fuse_for_inference
@@ -21,6 +21,8 @@ __all__ = [
     "resolve_name",
     "load_checkpoint",
     "read_checkpoint",
+    "extract_state_dict",
+    "nonfinite_tensors",
     "checkpoint_num_classes",
     "CheckpointMismatchError",
     "save_checkpoint",

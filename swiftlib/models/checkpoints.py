@@ -25,6 +25,7 @@ import pickle
 import re
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -36,8 +37,8 @@ from torch import nn
 
 from swiftlib.io import atomic_torch_save
 
-__all__ = ["read_checkpoint", "load_checkpoint", "checkpoint_num_classes", "save_checkpoint", "remap_official_keys",
-           "to_official_keys", "LoadReport", "CheckpointMismatchError"]
+__all__ = ["read_checkpoint", "extract_state_dict", "load_checkpoint", "checkpoint_num_classes", "save_checkpoint",
+           "remap_official_keys", "to_official_keys", "nonfinite_tensors", "LoadReport", "CheckpointMismatchError"]
 
 _HEAD_KEYS = ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")
 
@@ -158,7 +159,7 @@ def read_checkpoint(path) -> object:
                          f"PyTorch checkpoint ({type(e).__name__}: {e})") from e
 
 
-def _extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
+def extract_state_dict(obj: object, where: str) -> dict[str, torch.Tensor]:
     """The state dict inside a loaded checkpoint: ``{'model': sd}``, ``{'state_dict': sd}`` or ``sd``."""
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state_dict"):
@@ -264,12 +265,21 @@ def _state_dict_of(path_or_state_dict) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict of a path (read with :func:`read_checkpoint`) or of an in-memory object, and where it came from."""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         where = str(path_or_state_dict)
-        return _extract_state_dict(read_checkpoint(path_or_state_dict), where), where
-    return _extract_state_dict(path_or_state_dict, "the given object"), "the given object"
+        return extract_state_dict(read_checkpoint(path_or_state_dict), where), where
+    return extract_state_dict(path_or_state_dict, "the given object"), "the given object"
+
+
+def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the floating-point tensors in ``named`` holding a nan or an inf (one sync in all)."""
+    floats = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).cpu()
+    return [] if bool(finite.all()) else [n for (n, _), ok in zip(floats, finite.tolist()) if not ok]
 
 
 def _warn_non_finite(sd: Mapping[str, torch.Tensor], where: str) -> None:
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_tensors(sd.items())
     if bad:
         warnings.warn(f"{where} holds non-finite values (nan or inf) in {len(bad)} of {len(sd)} tensors, e.g. "
                       f"{bad[:3]}; the model will compute nan/inf from them (a diverged run?)", UserWarning,

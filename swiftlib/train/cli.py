@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import json
 
-from swiftlib.cli import ArgumentParser, run
+from swiftlib.cli import ArgumentParser, add_debug_argument, run
 from swiftlib.data import DATASETS
 from swiftlib.train.checks import CHOICES, flag
 from swiftlib.train.config import RECIPE_NAMES, RECIPES, TrainConfig
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
                    help="only evaluate this checkpoint on the validation split and print JSON")
     p.add_argument("--use-ema", action="store_true", help="with --evaluate: the EMA weights")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also: SWIFTLIB_DEBUG=1)")
+    add_debug_argument(p)
     for f in dataclasses.fields(TrainConfig):
         kind = str(f.type)
         default = f.default if f.default is not None else (

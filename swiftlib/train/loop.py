@@ -130,8 +130,9 @@ def _train_step(run: Run, images: torch.Tensor, labels: torch.Tensor, epoch: int
     with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         loss, logits = _loss_and_logits(run, images, labels)
     flags = torch.stack([loss.detach().float(), torch.tensor(float(interrupt.requested), device=device)])
-    stats = all_reduce_sum(flags)
-    loss_value = stats[0].item() / run.world
+    hits = (logits.detach().argmax(1) == hard_labels).float().sum().view(1)   # this rank's, summed in _train_row
+    loss_sum, interrupted, hits = torch.cat([all_reduce_sum(flags), hits]).tolist()  # one host sync a step
+    loss_value = loss_sum / run.world
     if not math.isfinite(loss_value):
         raise FloatingPointError(
             f"loss is {loss_value} at epoch {epoch + 1}, step {st.step_in_epoch + 1}: training stopped. The last "
@@ -139,9 +140,9 @@ def _train_step(run: Run, images: torch.Tensor, labels: torch.Tensor, epoch: int
     _optimizer_step(run, loss)
     st.step_in_epoch += 1
     st.accum["loss"] += loss_value * images.shape[0]
-    st.accum["hits"] += (logits.detach().argmax(1) == hard_labels).float().sum().item()
+    st.accum["hits"] += hits
     st.accum["count"] += images.shape[0]
-    return loss_value, stats[1].item() > 0
+    return loss_value, interrupted > 0
 
 
 def _train_epoch(run: Run, epoch: int, interrupt: _Interrupt) -> bool:

@@ -150,14 +150,16 @@ def merge_failures(reports: dict[str, Any], log: Path) -> int:
     if not log.is_file():
         return 0
     added = 0
+    held = {role: {tuple(f) for f in r.failed} for role, r in reports.items()}  # what each report holds already
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
             report, entry = reports.get(rec["dataset"]), (rec["path"], rec["reason"])
         except (ValueError, KeyError, TypeError):
             continue
-        if report is not None and entry not in {tuple(f) for f in report.failed}:
+        if report is not None and entry not in held[rec["dataset"]]:
             report.failed.append(entry)
+            held[rec["dataset"]].add(entry)
             added += 1
     return added
 

@@ -70,6 +70,8 @@ def load_resume(cfg: TrainConfig, out: Path, world: int) -> tuple[Path | None, d
         return None, None
     payload = read_training_state(path, world)
     refuse_other_run(path, payload, cfg)
+    if cfg.epochs < payload["epoch"]:  # known before the data are prepared: refused before that work
+        raise ValueError(f"--epochs {cfg.epochs}: {path} has already completed {payload['epoch']} epochs")
     return path, payload
 
 
@@ -114,17 +116,13 @@ def changed_settings(payload: dict, cfg: TrainConfig) -> list[tuple[str, object,
     return out
 
 
-def report_changes(path: Path, payload: dict, cfg: TrainConfig, state: TrainState) -> list[tuple]:
-    """Check that ``cfg`` can continue ``payload`` (ValueError otherwise) and say in one line (stderr) which
-    changed settings are applied from the resumed position on; returns the changes."""
-    if cfg.epochs < state.epoch:
-        raise ValueError(f"--epochs {cfg.epochs}: {path} has already completed {state.epoch} epochs")
+def report_changes(path: Path, payload: dict, cfg: TrainConfig, state: TrainState) -> None:
+    """Say in one line (stderr) which changed settings are applied from the resumed position on."""
     changes = changed_settings(payload, cfg)
     if changes and dist_info()[0] == 0:
         said = ", ".join(f"{flag(k)} {old} -> {new}" for k, old, new in changes)
         print(f"resuming {path} at {state.position()} with changed settings, applied from here on: {said}",
               file=sys.stderr)
-    return changes
 
 
 def recover_best(payload: dict, state: TrainState, saver: Checkpointer) -> None:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from swiftlib.data import SeededTransformDataset, seed_everything
 from swiftlib.io import atomic_write_json
-from swiftlib.models import create_model, read_checkpoint
+from swiftlib.models import create_model, extract_state_dict, read_checkpoint
 from swiftlib.train.checks import check_batchnorm_batch, check_environment
 from swiftlib.train.config import RunData, TrainConfig, prepare_data
 from swiftlib.train.files import explain_disk_full, remove_stale_temp_files
@@ -76,13 +76,11 @@ def _build_teacher(cfg: TrainConfig, num_classes: int, device) -> nn.Module | No
     if cfg.teacher in (None, "none"):
         return None
     teacher = timm.create_model(cfg.teacher, num_classes=num_classes, pretrained=False)
-    payload = read_checkpoint(cfg.teacher_checkpoint)
-    for key in ("model", "state_dict"):  # DeiT's teachers: {"model": sd}; timm's: sd
-        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
-            payload = payload[key]
+    where = f"--teacher-checkpoint {cfg.teacher_checkpoint}"
+    state_dict = extract_state_dict(read_checkpoint(cfg.teacher_checkpoint), where)  # DeiT's {"model": sd}; timm's sd
     try:
-        teacher.load_state_dict({k.removeprefix("module."): v for k, v in payload.items()})
-    except (RuntimeError, AttributeError) as e:  # torch's key / shape report: its first line is the summary
+        teacher.load_state_dict(state_dict)
+    except RuntimeError as e:  # torch's key / shape report: its first line is the summary
         raise ValueError(f"--teacher-checkpoint {cfg.teacher_checkpoint} does not fit timm's {cfg.teacher} with "
                          f"{num_classes} classes: {str(e).splitlines()[0]}") from e
     return teacher.to(device).eval().requires_grad_(False)

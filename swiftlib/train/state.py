@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from swiftlib.data import rng_state, set_rng_state
-from swiftlib.models import read_checkpoint, save_checkpoint
+from swiftlib.models import nonfinite_tensors, read_checkpoint, save_checkpoint
 from swiftlib.train.config import TrainConfig
 from swiftlib.train.files import explain_disk_full
 from swiftlib.train.sampling import all_gather, dist_info
@@ -85,15 +85,6 @@ def decode_rng(state: dict) -> dict:
 
 
 # =========================================================================== finiteness
-def nonfinite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
-    """The names of the floating-point tensors in ``named`` holding a nan or an inf (one sync in all)."""
-    floats = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    if not floats:
-        return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).cpu()
-    return [] if bool(finite.all()) else [n for (n, _), ok in zip(floats, finite.tolist()) if not ok]
-
-
 def training_tensors(model: nn.Module, ema: nn.Module | None, optimizer=None) -> Iterable[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every weight and buffer of ``model`` and ``ema`` and every optimizer moment."""
     yield from model.state_dict().items()
